@@ -1,0 +1,395 @@
+"""Shared utilities for the tnkit benchmarks: timing, compile timing, machine info and result files.
+
+Every benchmark script imports this module, enables float64 (:func:`setup`), times tnkit and its peer in the same
+process (interleaved, see :func:`time_interleaved`), and ends with :func:`write_results`, which writes
+``benchmarks/results/<name>.json`` and refreshes the table between ``<!-- BEGIN name -->`` and ``<!-- END name -->``
+in ``benchmarks/README.md``. With ``--quick`` (fewer repeats) the JSON goes to ``benchmarks/out/`` (git-ignored) and
+the README is left alone, so a smoke run never overwrites the committed numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import importlib
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+QUICK_DIR = BENCH_DIR / "out"
+README = BENCH_DIR / "README.md"
+
+if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/bench_x.py` without installing tnkit
+    sys.path.insert(0, str(REPO_ROOT))
+
+PEER_PACKAGES = ("jax", "jaxlib", "numpy", "scipy", "tensorly", "quimb", "cotengra", "opt_einsum")
+
+
+# --------------------------------------------------------------------------------------------------------- setup
+
+
+def setup() -> None:
+    """Enable float64 in JAX. Every script calls this before creating arrays."""
+    jax.config.update("jax_enable_x64", True)
+
+
+def parse_args(description: str, argv: Sequence[str] | None = None, extra: Callable | None = None) -> argparse.Namespace:
+    """The command line shared by all scripts: ``--quick`` and ``--no-write``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="fewer repeats; results go to benchmarks/out/, README untouched")
+    p.add_argument("--no-write", action="store_true", help="print the table only, write no files")
+    if extra is not None:
+        extra(p)
+    return p.parse_args(argv)
+
+
+# -------------------------------------------------------------------------------------------------------- timing
+
+
+def _is_jax_output(out: Any) -> bool:
+    return any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(out))
+
+
+def _block(out: Any) -> Any:
+    """Wait for JAX results (``jax.block_until_ready``); anything else (NumPy, quimb objects) is already done."""
+    if _is_jax_output(out):
+        jax.block_until_ready(out)
+    return out
+
+
+def _stats(samples: Sequence[float]) -> dict[str, Any]:
+    return {"median": statistics.median(samples), "min": min(samples), "all": list(samples)}
+
+
+def time_fn(fn: Callable, *args, repeats: int = 7, warmup: int = 2) -> dict[str, Any]:
+    """Wall-clock time of ``fn(*args)`` in seconds: ``{"median", "min", "all"}``.
+
+    ``warmup`` calls are made first (they trigger ``jit`` compilation, which is not counted here; use
+    :func:`compile_time` for that). JAX outputs are waited for with ``jax.block_until_ready``; NumPy work is
+    synchronous and is timed as is.
+    """
+    for _ in range(warmup):
+        _block(fn(*args))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _block(fn(*args))
+        samples.append(time.perf_counter() - t0)
+    return _stats(samples)
+
+
+def time_interleaved(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 7, warmup: int = 2) -> dict[str, dict]:
+    """Time several zero-argument callables round-robin (A B C A B C ...), so slow drifts of a shared machine hit
+    all of them alike. Returns ``{name: {"median", "min", "all"}}`` in seconds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            _block(fn())
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            _block(fn())
+            samples[name].append(time.perf_counter() - t0)
+    return {k: _stats(v) for k, v in samples.items()}
+
+
+def compile_time(jitted_fn, *args, first_call: bool = True, return_compiled: bool = False) -> dict[str, Any]:
+    """Compile time of a ``jax.jit``-wrapped function, measured apart from running it.
+
+    Clears JAX's in-memory caches, then times ``jitted_fn.lower(*args)`` (trace + lowering to StableHLO) and
+    ``.compile()`` (XLA) separately. With ``first_call`` (and concrete ``args``), also times a cold first call
+    ``jitted_fn(*args)`` after another cache clear: trace + lower + compile + one run. ``args`` may be
+    ``jax.ShapeDtypeStruct`` pytrees, in which case only lower/compile are timed.
+
+    Returns seconds: ``{"lower_s", "compile_s", "lower_compile_s", "first_call_s", "hlo_instructions"}`` (and
+    ``"compiled"``, the executable, with ``return_compiled``). Note that this clears the caches of every jitted
+    function in the process: warm up again before timing steady-state runs.
+    """
+    concrete = not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(args))
+    out: dict[str, Any] = {}
+    if first_call and concrete:
+        jax.clear_caches()
+        t0 = time.perf_counter()
+        _block(jitted_fn(*args))
+        out["first_call_s"] = time.perf_counter() - t0
+    else:
+        out["first_call_s"] = None
+    jax.clear_caches()
+    t0 = time.perf_counter()
+    lowered = jitted_fn.lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    out["lower_s"] = t1 - t0
+    out["compile_s"] = t2 - t1
+    out["lower_compile_s"] = t2 - t0
+    out["hlo_instructions"] = count_hlo_instructions(compiled.as_text())
+    if return_compiled:
+        out["compiled"] = compiled
+    return out
+
+
+def count_hlo_instructions(hlo_text: str) -> int:
+    """Number of instructions (``name = shape op(...)`` lines) in an optimized HLO module's text."""
+    return sum(1 for line in hlo_text.splitlines() if re.match(r"\s*(ROOT\s+)?[%\w.\-]+\s*=\s*\S", line))
+
+
+def measure_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Reference rate of this machine: a jitted float64 ``jnp.dot`` of two ``n x n`` matrices (2 n^3 flops),
+    and the same product in NumPy. Requires float64 to be enabled."""
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(123), (n, n), jnp.float64)
+    b = jax.random.normal(jax.random.key(456), (n, n), jnp.float64)
+    dot = jax.jit(jnp.dot)
+    t_jax = time_fn(dot, a, b, repeats=repeats, warmup=1)
+    an, bn = np.asarray(a), np.asarray(b)
+    t_np = time_fn(np.dot, an, bn, repeats=repeats, warmup=1)
+    flops = 2.0 * n**3
+    return {
+        "n": n,
+        "jax_dot_gflops": flops / t_jax["median"] / 1e9,
+        "jax_dot_gflops_best": flops / t_jax["min"] / 1e9,
+        "numpy_dot_gflops": flops / t_np["median"] / 1e9,
+        "numpy_dot_gflops_best": flops / t_np["min"] / 1e9,
+    }
+
+
+# -------------------------------------------------------------------------------------------------- machine info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(pkg)
+    except Exception:  # noqa: BLE001
+        try:
+            return getattr(importlib.import_module(pkg), "__version__", None)
+        except Exception:  # noqa: BLE001
+            return None
+
+
+def _blas_info() -> list[dict[str, Any]]:
+    try:
+        import threadpoolctl
+
+        return [
+            {k: info.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture")}
+            | {"library": os.path.basename(info.get("filepath", ""))}
+            for info in threadpoolctl.threadpool_info()
+        ]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def tnkit_source_digest() -> str:
+    """sha256 (first 12 hex digits) of ``tnkit/*.py``: which library state the numbers belong to (the tree is
+    edited concurrently, so a git commit alone may not identify it)."""
+    h = hashlib.sha256()
+    for path in sorted((REPO_ROOT / "tnkit").glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, memory, OS, Python and library versions, BLAS threading and relevant env vars."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {
+        "cpu_model": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "cores_available": affinity,
+        "mem_total_gib": _mem_total_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "versions": {pkg: _version(pkg) for pkg in PEER_PACKAGES} | {"tnkit": _version("tnkit")},
+        "tnkit_source_sha256": tnkit_source_digest(),
+        "blas": _blas_info(),
+        "env": {
+            k: os.environ.get(k)
+            for k in ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "JAX_ENABLE_X64")
+            if os.environ.get(k) is not None
+        },
+    }
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load average: a shared machine's numbers are only as good as its idleness."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run_meta(name: str, args: argparse.Namespace, **settings) -> dict[str, Any]:
+    """Metadata block for one run: time, mode, settings, machine, load average at the start."""
+    return {
+        "benchmark": name,
+        "utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "mode": "quick" if args.quick else "full",
+        "argv": sys.argv[1:],
+        "settings": settings,
+        "machine": machine_info(),
+        "load_average_start": load_average(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------- result files
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats to 3 significant digits, booleans as yes/no, None as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "nan"
+        if v == 0:
+            return "0"
+        if 1e-3 <= abs(v) < 1e5:
+            digits = max(0, 2 - int(math.floor(math.log10(abs(v)))))
+            return f"{v:.{digits}f}"
+        return f"{v:.2e}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]] | None = None) -> str:
+    """A GitHub markdown table. ``columns``: ``(key, header)`` pairs (default: the keys of the rows, in order)."""
+    if columns is None:
+        keys: list[str] = []
+        for row in rows:
+            keys += [k for k in row if k not in keys]
+        columns = [(k, k) for k in keys]
+    head = "| " + " | ".join(h for _, h in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |" for row in rows]
+    return "\n".join([head, sep, *body])
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _machine_line(meta: Mapping[str, Any]) -> str:
+    m = meta.get("machine", {})
+    v = m.get("versions", {})
+    peers = ", ".join(f"{k} {v[k]}" for k in PEER_PACKAGES if v.get(k))
+    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads)" for b in m.get("blas", []))
+    return (
+        f"{meta.get('utc', '')}, {meta.get('mode', '')} run; {m.get('cpu_model')}, {m.get('cores_available')} cores, "
+        f"{m.get('mem_total_gib')} GiB; {peers}; BLAS: {blas}; tnkit source {m.get('tnkit_source_sha256')}; "
+        f"load average at start {meta.get('load_average_start')}, at end {meta.get('load_average_end')}."
+    )
+
+
+def write_results(
+    name: str,
+    rows: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any],
+    *,
+    columns: Sequence[tuple[str, str]] | None = None,
+    notes: Sequence[str] = (),
+    quick: bool | None = None,
+) -> Path:
+    """Write ``benchmarks/results/<name>.json`` and refresh the README section between the markers.
+
+    The section holds the markdown table of ``rows`` (``columns`` picks and names the columns), the ``notes``
+    (one bullet each) and a line describing the run and the machine. With ``quick`` (default: ``meta["mode"]``)
+    the JSON goes to ``benchmarks/out/`` and the README is not touched. If the markers are missing, a new section
+    is appended to the README (which is created if it does not exist).
+    """
+    meta = dict(meta)
+    meta.setdefault("load_average_end", load_average())
+    if quick is None:
+        quick = meta.get("mode") == "quick"
+    out_dir = QUICK_DIR if quick else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    payload = {"name": name, "meta": meta, "rows": list(rows), "notes": list(notes)}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+    if quick:
+        return path
+
+    table = markdown_table(rows, columns)
+    bullets = "".join(f"- {n}\n" for n in notes)
+    block = f"{table}\n\n{bullets}{'' if not bullets else chr(10)}<sub>{_machine_line(meta)}</sub>"
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    text = README.read_text() if README.exists() else "# tnkit benchmarks\n"
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = f"{pre}{begin}\n{block}\n{end}{post}"
+    else:
+        text = text.rstrip("\n") + f"\n\n## {name}\n\n{begin}\n{block}\n{end}\n"
+    tmp = README.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(README)
+    return path
+
+
+def print_table(title: str, rows, columns=None, notes=()) -> None:
+    print(f"\n== {title} ==")
+    print(markdown_table(rows, columns))
+    for n in notes:
+        print(f"- {n}")
+    print()
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3

@@ -1,0 +1,139 @@
+"""TT and TTMatrix: construction, validation, properties, pytree behaviour."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tnkit import TT, TTMatrix, tt, ttm
+
+
+def _cores(ranks, dims, dtype=jnp.float64):
+    return [jnp.ones((ranks[k], n, ranks[k + 1]), dtype) for k, n in enumerate(dims)]
+
+
+class TestTT:
+    def test_properties(self):
+        t = TT(_cores((1, 2, 3, 1), (4, 5, 6)))
+        assert t.dims == t.shape == (4, 5, 6)
+        assert t.ranks == (1, 2, 3, 1)
+        assert t.ndim == 3
+        assert t.num_params == 1 * 4 * 2 + 2 * 5 * 3 + 3 * 6 * 1
+        assert t.dtype == jnp.float64
+        assert t.batch_shape == ()
+        assert repr(t) == "TT(dims=(4, 5, 6), ranks=(1, 2, 3, 1), dtype=float64)"
+
+    def test_accepts_numpy_cores(self):
+        t = TT([np.ones((1, 2, 1), np.float32)])
+        assert isinstance(t.cores[0], jax.Array) and t.dtype == jnp.float32
+
+    @pytest.mark.parametrize(
+        "cores, match",
+        [
+            ([jnp.ones((1, 2))], r"cores\[0\] has shape \(1, 2\): expected a 3-D core"),
+            ([jnp.ones((2, 2, 1))], r"cores\[0\] has shape \(2, 2, 1\): expected left rank 1"),
+            ([jnp.ones((1, 2, 1)), jnp.ones((1, 2, 3))], r"cores\[1\] has shape \(1, 2, 3\): expected right rank 1"),
+            (
+                [jnp.ones((1, 2, 3)), jnp.ones((2, 2, 1))],
+                r"cores\[1\] has shape \(2, 2, 1\): expected shape \(3, 2, 1\).*right rank 3 of cores\[0\]",
+            ),
+            ([], "at least one core"),
+        ],
+    )
+    def test_validation_errors(self, cores, match):
+        with pytest.raises(ValueError, match=match):
+            TT(cores)
+
+    def test_dtype_errors(self):
+        with pytest.raises(TypeError, match="share one dtype"):
+            TT([jnp.ones((1, 2, 1), jnp.float32), jnp.ones((1, 2, 1), jnp.float64)])
+        with pytest.raises(TypeError, match=r"cores\[0\] has dtype int32"):
+            TT([jnp.ones((1, 2, 1), jnp.int32)])
+        with pytest.raises(TypeError, match="single array"):
+            TT(jnp.ones((1, 2, 1)))
+
+    def test_immutable(self):
+        t = TT(_cores((1, 1), (2,)))
+        with pytest.raises(AttributeError, match="immutable"):
+            t.cores = ()
+
+    def test_pytree_roundtrip_and_tree_map(self):
+        t = TT(_cores((1, 2, 1), (3, 4)))
+        leaves, treedef = jax.tree_util.tree_flatten(t)
+        assert len(leaves) == 2
+        t2 = jax.tree_util.tree_unflatten(treedef, leaves)
+        assert isinstance(t2, TT) and t2.ranks == t.ranks
+        doubled = jax.tree_util.tree_map(lambda c: 2 * c, t)
+        np.testing.assert_allclose(tt.to_dense(doubled), 4 * tt.to_dense(t))  # both cores doubled
+
+    def test_jit_and_grad_pass_through(self):
+        t = tt.random(jax.random.key(0), (3, 4), 2, dtype=jnp.float64)
+        out = jax.jit(lambda s: s)(t)
+        assert isinstance(out, TT) and out.ranks == t.ranks
+        g = jax.grad(lambda s: jnp.sum(tt.to_dense(s) ** 2))(t)
+        assert isinstance(g, TT)
+        # d/dG1 sum(x^2) where x = G1 G2 is 2 x G2^T; check one core against the dense formula.
+        x = tt.to_dense(t)
+        g0 = 2 * jnp.einsum("ij,aj->ia", x, t.cores[1][:, :, 0])[None]
+        np.testing.assert_allclose(g.cores[0], g0, rtol=1e-12)
+
+    def test_vmap_batch(self):
+        keys = jax.random.split(jax.random.key(0), 4)
+        batch = jax.vmap(lambda k: tt.random(k, (2, 3, 4), 2, dtype=jnp.float64))(keys)
+        assert batch.batch_shape == (4,)
+        assert batch.dims == (2, 3, 4) and batch.ranks == (1, 2, 2, 1)
+        norms = jax.vmap(tt.norm)(batch)
+        for i in range(4):
+            member = jax.tree_util.tree_map(lambda c, i=i: c[i], batch)
+            np.testing.assert_allclose(norms[i], jnp.linalg.norm(tt.to_dense(member)), rtol=1e-12)
+
+    def test_operators(self):
+        a = tt.random(jax.random.key(0), (2, 3), 2, dtype=jnp.float64)
+        b = tt.random(jax.random.key(1), (2, 3), 2, dtype=jnp.float64)
+        xa, xb = tt.to_dense(a), tt.to_dense(b)
+        np.testing.assert_allclose(tt.to_dense(a + b), xa + xb, atol=1e-12)
+        np.testing.assert_allclose(tt.to_dense(a - b), xa - xb, atol=1e-12)
+        np.testing.assert_allclose(tt.to_dense(-a), -xa, atol=1e-12)
+        np.testing.assert_allclose(tt.to_dense(a * b), xa * xb, atol=1e-12)
+        np.testing.assert_allclose(tt.to_dense(2.5 * a), 2.5 * xa, atol=1e-12)
+        np.testing.assert_allclose(tt.to_dense(a * 2.5), 2.5 * xa, atol=1e-12)
+        with pytest.raises(TypeError):
+            _ = a + 1.0
+
+
+class TestTTMatrix:
+    def test_properties(self):
+        a = TTMatrix([jnp.ones((1, 2, 3, 4)), jnp.ones((4, 5, 6, 1))])
+        assert a.row_dims == (2, 5) and a.col_dims == (3, 6)
+        assert a.dims == ((2, 3), (5, 6))
+        assert a.shape == (10, 18)
+        assert a.ranks == (1, 4, 1)
+        assert a.num_params == 2 * 3 * 4 + 4 * 5 * 6
+        assert "TTMatrix(row_dims=(2, 5), col_dims=(3, 6)" in repr(a)
+
+    @pytest.mark.parametrize(
+        "cores, match",
+        [
+            ([jnp.ones((1, 2, 1))], r"cores\[0\] has shape \(1, 2, 1\): expected a 4-D core"),
+            ([jnp.ones((1, 2, 2, 3)), jnp.ones((2, 2, 2, 1))], r"cores\[1\] has shape \(2, 2, 2, 1\): expected shape \(3, 2, 2, 1\)"),
+            ([jnp.ones((3, 2, 2, 1))], "expected left rank 1"),
+        ],
+    )
+    def test_validation_errors(self, cores, match):
+        with pytest.raises(ValueError, match=match):
+            TTMatrix(cores)
+
+    def test_matmul_operator(self):
+        a = ttm.random(jax.random.key(0), (2, 3), (2, 2), 2, dtype=jnp.float64)
+        b = ttm.random(jax.random.key(1), (2, 2), (3, 2), 2, dtype=jnp.float64)
+        x = tt.random(jax.random.key(2), (2, 2), 2, dtype=jnp.float64)
+        wa, wb = ttm.to_dense(a), ttm.to_dense(b)
+        np.testing.assert_allclose(ttm.to_dense(a @ b), wa @ wb, atol=1e-12)
+        np.testing.assert_allclose(tt.to_dense(a @ x).ravel(), wa @ tt.to_dense(x).ravel(), atol=1e-12)
+        v = jnp.arange(4.0)
+        np.testing.assert_allclose(a @ v, wa @ v, atol=1e-12)
+        with pytest.raises(TypeError, match="use ttm.apply"):
+            _ = a @ jnp.ones((4, 4))
+        np.testing.assert_allclose(ttm.to_dense(a + a), 2 * wa, atol=1e-12)
+        np.testing.assert_allclose(ttm.to_dense(a - a), 0 * wa, atol=1e-12)
+        np.testing.assert_allclose(ttm.to_dense(3.0 * a), 3 * wa, atol=1e-12)

@@ -1,0 +1,19 @@
+"""tnkit: tensor networks for JAX.
+
+Formats are immutable pytrees (:class:`TT`, :class:`TTMatrix`); the algebra lives in pure-function modules
+(:mod:`tnkit.tt`, :mod:`tnkit.ttm`); :mod:`tnkit.interop` converts to and from TensorNetwork and TensorLy.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> import tnkit
+  >>> t = tnkit.tt.from_dense(jnp.ones((2, 3, 4)), rtol=1e-6)
+  >>> t.ranks
+  (1, 1, 1, 1)
+"""
+
+from tnkit import interop, tt, ttm
+from tnkit.formats import TT, TTMatrix
+
+__version__ = "0.1.0"
+
+__all__ = ["TT", "TTMatrix", "tt", "ttm", "interop", "__version__"]

@@ -1,0 +1,193 @@
+"""Matrix factorisations with derivatives that stay finite at degenerate points.
+
+Every tensor-network algorithm in tnkit that truncates or re-gauges a network goes through two primitives:
+
+* :func:`left_svd` -- the left singular vectors and singular values of a matrix ``a`` of shape ``(m, n)``.
+* :func:`left_orthonormal` -- a factorisation ``a = q @ b`` with ``q`` of orthonormal columns (QR, or an SVD
+  where QR's derivative is not defined).
+
+JAX's own ``jnp.linalg.svd`` and ``jnp.linalg.qr`` differentiate to ``inf``/``nan`` when singular values are
+repeated or zero (the derivative contains ``1 / (s_i**2 - s_j**2)`` and ``1 / s_i``; QR's contains ``r^{-1}``).
+Such points are the rule in tensor networks, not the exception: a TT built as ``a + a`` has exactly rank-deficient
+unfoldings, and a TT-SVD at full rank keeps zero singular values. The custom JVPs here replace the ill-defined
+inverses by zero (a pseudo-inverse), which gives the exact derivative wherever one exists and a finite one
+elsewhere. Gauge freedoms (the phase of a complex singular vector, rotations inside a degenerate singular
+subspace) are fixed by setting their derivative to zero; gauge-invariant quantities, such as the dense tensor a
+network represents, do not depend on that choice.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_HIGHEST = lax.Precision.HIGHEST
+
+
+class SVDMethod(enum.Enum):
+    """How :func:`left_svd` computes the factorisation of a wide matrix (``m <= n``).
+
+    Attributes:
+      AUTO: Gram matrix ``a a^H`` and ``eigh`` (one matrix product and a small eigenproblem, several times faster
+        than an SVD of the wide matrix) when the requested rank lies where the Gram matrix resolves the spectrum
+        (``s_rank**2 >= sqrt(eps) * s_1**2``); otherwise the accurate method. Decided on device, so it works under
+        ``jit``.
+      GRAM: always the Gram matrix. Squares the condition number: accurate only for singular values above about
+        ``sqrt(eps) * s_1``.
+      ACCURATE: a QR factorisation of ``a^H`` followed by an SVD of the small triangular factor; backward stable.
+    """
+
+    AUTO = "auto"
+    GRAM = "gram"
+    ACCURATE = "accurate"
+
+
+def _safe_reciprocal(x, tol):
+    """``1 / x`` where ``|x| > tol``, else ``0``; NaN-free in value and derivative."""
+    ok = jnp.abs(x) > tol
+    return jnp.where(ok, 1.0 / jnp.where(ok, x, 1.0), 0.0)
+
+
+def _hermitian(x):
+    return jnp.swapaxes(x, -1, -2).conj()
+
+
+def _accurate_left_svd(a):
+    m, n = a.shape
+    if m > n:
+        q, r = jnp.linalg.qr(a)
+        w, s, _ = jnp.linalg.svd(r, full_matrices=False)
+        return jnp.matmul(q, w, precision=_HIGHEST), s
+    if n >= 2 * m:
+        # a = r^H q^H with r (m, m): the SVD of the small factor gives the left singular vectors of a.
+        r = jnp.linalg.qr(_hermitian(a), mode="r")
+        u, s, _ = jnp.linalg.svd(_hermitian(r), full_matrices=False)
+        return u, s
+    u, s, _ = jnp.linalg.svd(a, full_matrices=False)
+    return u, s
+
+
+def _gram_left_svd(a):
+    gram = jnp.matmul(a, _hermitian(a), precision=_HIGHEST)
+    lam, v = jnp.linalg.eigh(gram)
+    lam, v = lam[::-1], v[:, ::-1]
+    return v, jnp.sqrt(jnp.maximum(lam, 0.0))
+
+
+def gram_is_reliable(s, rank):
+    """Whether singular values ``s`` (descending) computed from a Gram matrix resolve a truncation at ``rank``."""
+    eps = jnp.finfo(s.dtype).eps
+    rank = min(rank, s.shape[0])
+    return s[rank - 1] ** 2 >= jnp.sqrt(eps) * s[0] ** 2
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def left_svd(a, rank: int, method: SVDMethod = SVDMethod.AUTO):
+    """Left singular vectors and singular values of ``a``.
+
+    Args:
+      a: matrix of shape ``(m, n)``, real or complex.
+      rank: the truncation rank the caller will apply; only used by ``SVDMethod.AUTO`` to decide whether the fast
+        Gram method is accurate enough for it. Static.
+      method: a :class:`SVDMethod`. Static.
+
+    Returns:
+      ``(u, s)``: ``u`` of shape ``(m, k)`` with orthonormal columns and ``s`` of shape ``(k,)``, real, descending,
+      ``k = min(m, n)``, such that ``a = u @ diag(s) @ v^H`` for some ``v`` with orthonormal columns.
+
+    The derivative is finite for repeated and zero singular values (see the module docstring).
+    """
+    m, n = a.shape
+    if m > n or method is SVDMethod.ACCURATE:
+        return _accurate_left_svd(a)
+    if method is SVDMethod.GRAM:
+        return _gram_left_svd(a)
+    u, s = _gram_left_svd(a)
+    return lax.cond(gram_is_reliable(s, rank), lambda: (u, s), lambda: _accurate_left_svd(a))
+
+
+@left_svd.defjvp
+def _left_svd_jvp(rank, method, primals, tangents):
+    (a,), (da,) = primals, tangents
+    u, s = left_svd(a, rank, method)
+    m, k = u.shape
+    lam = s * s
+    tol = jnp.finfo(s.dtype).eps * k * lam[0] + jnp.finfo(s.dtype).tiny
+    c = jnp.matmul(_hermitian(a), u, precision=_HIGHEST)  # (n, k) = v diag(s)
+    dac = jnp.matmul(da, c, precision=_HIGHEST)  # (m, k)
+    x = jnp.matmul(_hermitian(u), dac, precision=_HIGHEST)  # (k, k) = (u^H da v) diag(s)
+    ds = jnp.real(jnp.diagonal(x)) * _safe_reciprocal(s, jnp.sqrt(tol))
+    f = _safe_reciprocal(lam[None, :] - lam[:, None], tol)  # f_ij = 1 / (s_j^2 - s_i^2)
+    du = jnp.matmul(u, f.astype(u.dtype) * (x + _hermitian(x)), precision=_HIGHEST)
+    if m > k:
+        # Component of the column space that leaves span(u): (1 - u u^H) da v diag(1 / s).
+        outside = dac - jnp.matmul(u, x, precision=_HIGHEST)
+        du = du + outside * _safe_reciprocal(lam, tol).astype(u.dtype)[None, :]
+    return (u, s), (du, ds)
+
+
+@jax.custom_jvp
+def _thin_qr(a):
+    return jnp.linalg.qr(a)
+
+
+def _pinv_triangular(r):
+    """Pseudo-inverse of a small square matrix through its SVD (singular values below ``eps * k * s_1`` dropped)."""
+    w, s, zh = jnp.linalg.svd(r)
+    tol = jnp.finfo(s.dtype).eps * s.shape[0] * s[0] + jnp.finfo(s.dtype).tiny
+    return jnp.matmul(_hermitian(zh) * _safe_reciprocal(s, tol).astype(r.dtype)[None, :], _hermitian(w))
+
+
+@_thin_qr.defjvp
+def _thin_qr_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    q, r = _thin_qr(a)
+    # The textbook QR derivative with r^{-1} replaced by the pseudo-inverse: exact when r is invertible.
+    da_rinv = jnp.matmul(da, _pinv_triangular(r), precision=_HIGHEST)
+    qt = jnp.matmul(_hermitian(q), da_rinv, precision=_HIGHEST)
+    lower = jnp.tril(qt, -1)
+    omega = lower - _hermitian(lower)
+    if jnp.iscomplexobj(qt):
+        omega = omega + jnp.diag(1j * jnp.imag(jnp.diagonal(qt)))
+    dq = jnp.matmul(q, omega - qt, precision=_HIGHEST) + da_rinv
+    dr = jnp.matmul(qt - omega, r, precision=_HIGHEST)
+    return (q, r), (dq, dr)
+
+
+def left_orthonormal(a):
+    """Factor ``a = q @ b`` with ``q`` of orthonormal columns.
+
+    Args:
+      a: matrix of shape ``(m, n)``.
+
+    Returns:
+      ``(q, b)`` with ``q`` of shape ``(m, k)``, ``b`` of shape ``(k, n)``, ``k = min(m, n)``. For ``m >= n`` this is
+      the thin QR factorisation; for ``m < n`` (where QR has no derivative in JAX) it is ``q = u`` from an SVD and
+      ``b = u^H a``.
+    """
+    m, n = a.shape
+    if m >= n:
+        return _thin_qr(a)
+    u, _ = left_svd(a, m, SVDMethod.ACCURATE)
+    return u, jnp.matmul(_hermitian(u), a, precision=_HIGHEST)
+
+
+def truncation_rank(s, *, max_rank, abs_tol) -> int:
+    """Smallest rank ``r <= max_rank`` whose discarded tail satisfies ``sqrt(sum_{i >= r} s_i^2) <= abs_tol``.
+
+    Needs concrete values: this is where tolerance-based truncation forces eager execution.
+    """
+    k = s.shape[0]
+    rank = k if max_rank is None else min(max_rank, k)
+    if abs_tol is None:
+        return rank
+    s2 = jnp.asarray(s, dtype=jnp.float64 if jax.config.jax_enable_x64 else s.dtype) ** 2
+    # tail[r] = sum_{i >= r} s_i^2, for r = 0..k
+    tail = jnp.concatenate([jnp.cumsum(s2[::-1])[::-1], jnp.zeros((1,), s2.dtype)])
+    ok = tail <= abs_tol**2
+    needed = int(jnp.argmax(ok))  # first r satisfying the bound (ok[k] is always true)
+    return max(1, min(rank, needed))

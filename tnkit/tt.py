@@ -1,0 +1,772 @@
+"""The tensor-train (TT / MPS) algebra: pure functions on :class:`tnkit.TT`.
+
+Conventions:
+  * Core ``k`` has shape ``(r_{k-1}, n_k, r_k)`` with ``r_0 = r_d = 1``.
+  * ``inner(a, b) = sum(conj(a) * b)``: conjugate-linear in the first argument (like ``jnp.vdot``).
+  * Every function works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` with one exception: a tolerance
+    (``rtol``) chooses ranks from the data, so ``from_dense(..., rtol=...)`` and ``round(..., rtol=...)`` need
+    concrete arrays and run eagerly (they raise a clear error under ``jit``). ``max_rank`` alone gives static
+    shapes and is jit-compatible.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from tnkit import tt
+  >>> x = jnp.arange(2.0 * 3 * 4).reshape(2, 3, 4)
+  >>> t = tt.from_dense(x, rtol=1e-6)
+  >>> t.ranks
+  (1, 2, 2, 1)
+  >>> bool(jnp.allclose(tt.to_dense(t), x, atol=1e-4))
+  True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend.core import concrete_or_error
+
+from tnkit import _linalg
+from tnkit._linalg import SVDMethod
+from tnkit.formats import TT
+
+__all__ = [
+    "from_dense",
+    "to_dense",
+    "round",
+    "orthogonalize",
+    "add",
+    "sub",
+    "scale",
+    "hadamard",
+    "inner",
+    "norm",
+    "get",
+    "mode_product",
+    "contract_modes",
+    "contract_all",
+    "sum",
+    "kron",
+    "random",
+    "zeros",
+    "ones",
+    "SVDMethod",
+]
+
+_HIGHEST = lax.Precision.HIGHEST
+
+
+# ----------------------------------------------------------------------------------------------- validation helpers
+
+
+def _check_tt(t, name: str = "t") -> TT:
+    if not isinstance(t, TT):
+        raise TypeError(f"{name} must be a tnkit.TT, got {type(t).__name__}")
+    return t
+
+
+def _check_same_dims(a: TT, b: TT, names=("a", "b")) -> None:
+    if a.dims != b.dims:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same dims, got {a.dims} and {b.dims}")
+
+
+def _check_max_rank(max_rank) -> None:
+    if max_rank is not None and (not isinstance(max_rank, (int, np.integer)) or max_rank < 1):
+        raise ValueError(f"max_rank must be a positive int or None, got {max_rank!r}")
+
+
+def _check_rtol(rtol) -> None:
+    if rtol is None:
+        return
+    if not isinstance(rtol, (int, float, np.floating)) or not (0 <= rtol < math.inf):
+        raise ValueError(f"rtol must be a non-negative finite float or None, got {rtol!r}")
+
+
+def _require_concrete(x, fname: str) -> None:
+    """Raise a clear error when ``x`` has no concrete value (under ``jit`` or ``vmap``); ``grad`` is fine."""
+    if isinstance(x, jax.core.Tracer):
+        try:
+            concrete_or_error(None, x)
+        except jax.errors.ConcretizationTypeError:
+            raise ValueError(
+                f"{fname}(..., rtol=...) chooses ranks from the data, so it cannot run under jax.jit or jax.vmap "
+                "(which abstract the values). Call it outside those transformations (jax.grad is fine), or pass "
+                "max_rank alone, which gives static shapes."
+            ) from None
+
+
+def _concrete(x) -> np.ndarray:
+    """A NumPy copy of a concrete value (also inside ``jax.grad``), for rank decisions."""
+    return np.asarray(concrete_or_error(None, x) if isinstance(x, jax.core.Tracer) else x)
+
+
+def _validate_rank_request(max_rank, rtol) -> None:
+    _check_max_rank(max_rank)
+    _check_rtol(rtol)
+
+
+# ---------------------------------------------------------------------------------------------- dense conversions
+
+
+def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None, method: SVDMethod = SVDMethod.AUTO) -> TT:
+    """Tensor train of a dense tensor by TT-SVD.
+
+    Sweeps left to right; at step ``k`` it factors the unfolding of shape ``(r_{k-1} n_k, n_{k+1} ... n_d)`` and keeps
+    the leading singular vectors.
+
+    Args:
+      x: dense array of shape ``(n_1, ..., n_d)``, ``d >= 1``, floating or complex.
+      max_rank: largest bond dimension kept. jit-compatible (static shapes).
+      rtol: relative error bound. The result satisfies ``||x - to_dense(t)|| <= rtol * ||x||`` (Frobenius norm):
+        each of the ``d - 1`` truncations discards at most ``rtol * ||x|| / sqrt(d - 1)``. Forces eager
+        execution. With both arguments, the rank is the smaller of the two choices (the bound then holds only if
+        ``max_rank`` is not the binding one).
+      method: how each wide unfolding is factored (a :class:`tnkit.tt.SVDMethod`); the default picks the fast
+        Gram-matrix route only where it is accurate for the rank being kept.
+
+    Returns:
+      A :class:`tnkit.TT` with ``ranks[k] <= min(prod(n_1..n_k), prod(n_{k+1}..n_d))``. Left cores are
+      left-orthonormal; the norm sits in the last core.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> x = jnp.ones((4, 4, 4)) + 1e-3 * jnp.arange(64.0).reshape(4, 4, 4)
+      >>> tt.from_dense(x, max_rank=1).ranks
+      (1, 1, 1, 1)
+      >>> t = tt.from_dense(x, rtol=1e-2)
+      >>> bool(jnp.linalg.norm(tt.to_dense(t) - x) <= 1e-2 * jnp.linalg.norm(x))
+      True
+    """
+    _validate_rank_request(max_rank, rtol)
+    if not hasattr(x, "ndim"):
+        x = jnp.asarray(x)
+    if x.ndim < 1:
+        raise ValueError(f"x must have at least one axis, got shape {x.shape}")
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.complexfloating)):
+        raise TypeError(f"x must have a floating or complex dtype, got {x.dtype}")
+    x = jnp.asarray(x)
+    dims = x.shape
+    d = len(dims)
+    if d == 1:
+        return TT([x.reshape(1, dims[0], 1)])
+    abs_tol = None
+    if rtol is not None:
+        _require_concrete(x, "from_dense")
+        abs_tol = float(rtol) * float(_concrete(jnp.linalg.norm(x))) / math.sqrt(d - 1)
+    cores = []
+    rest = x
+    r_prev = 1
+    for k in range(d - 1):
+        a = rest.reshape(r_prev * dims[k], -1)
+        k_max = min(a.shape)
+        rank_hint = k_max if max_rank is None else min(max_rank, k_max)
+        if abs_tol is None:
+            u, _ = _linalg.left_svd(a, rank_hint, method)
+            rank = rank_hint
+        else:
+            u, rank = _left_svd_with_tolerance(a, max_rank, abs_tol, method)
+        u = u[:, :rank]
+        cores.append(u.reshape(r_prev, dims[k], rank))
+        rest = jnp.matmul(u.conj().T, a, precision=_HIGHEST)
+        r_prev = rank
+    cores.append(rest.reshape(r_prev, dims[-1], 1))
+    return TT(cores)
+
+
+def _left_svd_with_tolerance(a, max_rank, abs_tol, method):
+    """Eager: factor ``a`` and pick the rank from the singular values and ``abs_tol``."""
+    m = min(a.shape)
+    if method is SVDMethod.AUTO and a.shape[0] <= a.shape[1]:
+        u, s = _linalg.left_svd(a, m, SVDMethod.GRAM)
+        s_np = _concrete(s)
+        rank = _linalg.truncation_rank(s_np, max_rank=max_rank, abs_tol=abs_tol)
+        eps = np.finfo(s_np.dtype).eps
+        # The Gram route resolves squared singular values only down to ~sqrt(eps) * s_1**2.
+        floor = math.sqrt(eps) * float(s_np[0]) ** 2
+        if float(s_np[rank - 1]) ** 2 >= floor and abs_tol**2 >= floor:
+            return u, rank
+        method = SVDMethod.ACCURATE
+    u, s = _linalg.left_svd(a, m, method)
+    return u, _linalg.truncation_rank(_concrete(s), max_rank=max_rank, abs_tol=abs_tol)
+
+
+def to_dense(t: TT) -> jax.Array:
+    """The dense tensor of shape ``t.dims`` that ``t`` represents.
+
+    Example:
+      >>> import jax
+      >>> from tnkit import tt
+      >>> tt.to_dense(tt.random(jax.random.key(0), (2, 3, 4), 2)).shape
+      (2, 3, 4)
+    """
+    _check_tt(t)
+    out = t.cores[0].reshape(t.dims[0], t.ranks[1])
+    for core in t.cores[1:]:
+        r, n, r_next = core.shape
+        out = jnp.matmul(out, core.reshape(r, n * r_next), precision=_HIGHEST).reshape(-1, r_next)
+    return out.reshape(t.dims)
+
+
+# ----------------------------------------------------------------------------------------- gauge and truncation
+
+
+def orthogonalize(t: TT, center: int) -> TT:
+    """Move the orthogonality centre of ``t`` to core ``center`` (mixed-canonical form).
+
+    Cores ``0..center-1`` become left-orthonormal (``sum_{r,n} conj(G[r,n,a]) G[r,n,b] = delta_ab``) and cores
+    ``center+1..d-1`` right-orthonormal; the dense tensor is unchanged. A rank larger than the side it factorises
+    shrinks to that size (for example ``r_1 > n_1`` becomes ``n_1`` when core 0 is made left-orthonormal); ranks
+    never grow.
+
+    Args:
+      t: a TT.
+      center: core index in ``[-d, d)`` (negative counts from the end).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> t = tt.orthogonalize(tt.random(jax.random.key(0), (3, 4, 5), 3), 2)
+      >>> g = t.cores[0].reshape(-1, t.ranks[1])
+      >>> bool(jnp.allclose(g.T @ g, jnp.eye(t.ranks[1]), atol=1e-5))
+      True
+    """
+    _check_tt(t)
+    d = t.ndim
+    if not isinstance(center, (int, np.integer)) or not -d <= center < d:
+        raise ValueError(f"center must be an int in [-{d}, {d}) for a TT with {d} cores, got {center!r}")
+    center = int(center) % d
+    cores = list(t.cores)
+    for k in range(center):
+        cores[k], cores[k + 1] = _orthonormalize_left(cores[k], cores[k + 1])
+    for k in range(d - 1, center, -1):
+        cores[k - 1], cores[k] = _orthonormalize_right(cores[k - 1], cores[k])
+    return TT(cores)
+
+
+def _orthonormalize_left(core, following):
+    """Make ``core`` left-orthonormal and push the remainder into ``following``."""
+    r, n, r_next = core.shape
+    q, b = _linalg.left_orthonormal(core.reshape(r * n, r_next))
+    k = q.shape[1]
+    following = jnp.einsum("ab,bnc->anc", b, following, precision=_HIGHEST)
+    return q.reshape(r, n, k), following
+
+
+def _orthonormalize_right(preceding, core):
+    """Make ``core`` right-orthonormal and push the remainder into ``preceding``."""
+    r, n, r_next = core.shape
+    q, b = _linalg.left_orthonormal(core.reshape(r, n * r_next).T)  # core^T = q b  =>  core = b^T q^T
+    k = q.shape[1]
+    preceding = jnp.einsum("anb,cb->anc", preceding, b, precision=_HIGHEST)
+    return preceding, q.T.reshape(k, n, r_next)
+
+
+def round(t: TT, *, max_rank: int | None = None, rtol: float | None = None) -> TT:  # noqa: A001
+    """Re-compress ``t`` to lower ranks (TT-rounding).
+
+    Right-to-left orthogonalisation followed by a left-to-right sweep of truncated SVDs. Ranks never increase.
+
+    Args:
+      t: a TT.
+      max_rank: largest bond dimension kept. jit-compatible.
+      rtol: relative error bound ``||to_dense(t) - to_dense(result)|| <= rtol * ||t||``, split evenly over the
+        ``d - 1`` truncations. Forces eager execution.
+
+    Example:
+      >>> import jax
+      >>> from tnkit import tt
+      >>> a = tt.random(jax.random.key(0), (4, 4, 4, 4), 3)
+      >>> tt.add(a, a).ranks, tt.round(tt.add(a, a), rtol=1e-6).ranks
+      ((1, 6, 6, 6, 1), (1, 3, 3, 3, 1))
+    """
+    _check_tt(t)
+    _validate_rank_request(max_rank, rtol)
+    d = t.ndim
+    if d == 1:
+        return t
+    if rtol is not None:
+        for c in t.cores:
+            _require_concrete(c, "round")
+    cores = list(t.cores)
+    for k in range(d - 1, 0, -1):
+        cores[k - 1], cores[k] = _orthonormalize_right(cores[k - 1], cores[k])
+    abs_tol = None
+    if rtol is not None:
+        nrm = float(_concrete(jnp.linalg.norm(cores[0])))
+        abs_tol = float(rtol) * nrm / math.sqrt(d - 1)
+    for k in range(d - 1):
+        r, n, r_next = cores[k].shape
+        a = cores[k].reshape(r * n, r_next)
+        k_max = min(a.shape)
+        rank = k_max if max_rank is None else min(max_rank, k_max)
+        u, s = _linalg.left_svd(a, rank, SVDMethod.ACCURATE)
+        if abs_tol is not None:
+            rank = _linalg.truncation_rank(_concrete(s), max_rank=max_rank, abs_tol=abs_tol)
+        u = u[:, :rank]
+        b = jnp.matmul(u.conj().T, a, precision=_HIGHEST)
+        cores[k] = u.reshape(r, n, rank)
+        cores[k + 1] = jnp.einsum("ab,bnc->anc", b, cores[k + 1], precision=_HIGHEST)
+    return TT(cores)
+
+
+# ------------------------------------------------------------------------------------------------- linear algebra
+
+
+def _promote(a: TT, b: TT) -> tuple[TT, TT]:
+    dtype = jnp.result_type(a.dtype, b.dtype)
+    cast = lambda t: t if t.dtype == dtype else jax.tree_util.tree_map(lambda c: c.astype(dtype), t)  # noqa: E731
+    return cast(a), cast(b)
+
+
+def add(a: TT, b: TT) -> TT:
+    """``a + b`` as a TT of ranks ``a.ranks + b.ranks`` (inner ranks add; use :func:`round` to compress).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> a = tt.random(jax.random.key(0), (2, 3, 4), 2)
+      >>> b = tt.random(jax.random.key(1), (2, 3, 4), 3)
+      >>> c = tt.add(a, b)
+      >>> c.ranks
+      (1, 5, 5, 1)
+      >>> bool(jnp.allclose(tt.to_dense(c), tt.to_dense(a) + tt.to_dense(b), atol=1e-5))
+      True
+    """
+    _check_tt(a, "a")
+    _check_tt(b, "b")
+    _check_same_dims(a, b)
+    a, b = _promote(a, b)
+    d = a.ndim
+    if d == 1:
+        return TT([a.cores[0] + b.cores[0]])
+    cores = [jnp.concatenate([a.cores[0], b.cores[0]], axis=2)]
+    for ca, cb in zip(a.cores[1:-1], b.cores[1:-1]):
+        ra, n, ra_next = ca.shape
+        rb, _, rb_next = cb.shape
+        top = jnp.concatenate([ca, jnp.zeros((ra, n, rb_next), ca.dtype)], axis=2)
+        bottom = jnp.concatenate([jnp.zeros((rb, n, ra_next), cb.dtype), cb], axis=2)
+        cores.append(jnp.concatenate([top, bottom], axis=0))
+    cores.append(jnp.concatenate([a.cores[-1], b.cores[-1]], axis=0))
+    return TT(cores)
+
+
+def scale(t: TT, alpha) -> TT:
+    """``alpha * t`` for a scalar ``alpha`` (the factor goes into the first core).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> t = tt.random(jax.random.key(0), (2, 3), 2)
+      >>> bool(jnp.allclose(tt.to_dense(tt.scale(t, 3.0)), 3.0 * tt.to_dense(t)))
+      True
+    """
+    _check_tt(t)
+    alpha = jnp.asarray(alpha)
+    if alpha.ndim != 0:
+        raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
+    dtype = jnp.result_type(t.dtype, alpha.dtype)
+    if not jnp.issubdtype(t.dtype, jnp.complexfloating) and jnp.issubdtype(dtype, jnp.complexfloating):
+        cores = [c.astype(dtype) for c in t.cores]
+    else:
+        cores = list(t.cores)
+        dtype = t.dtype
+    cores[0] = cores[0] * alpha.astype(dtype)
+    return TT(cores)
+
+
+def sub(a: TT, b: TT) -> TT:
+    """``a - b`` (ranks add, as for :func:`add`).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> a = tt.random(jax.random.key(0), (2, 3), 2)
+      >>> float(tt.norm(tt.sub(a, a))) < 1e-6
+      True
+    """
+    _check_tt(b, "b")
+    return add(a, scale(b, -1))
+
+
+def hadamard(a: TT, b: TT) -> TT:
+    """Elementwise product ``a * b``; ranks multiply.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> a = tt.random(jax.random.key(0), (2, 3), 2)
+      >>> b = tt.random(jax.random.key(1), (2, 3), 3)
+      >>> bool(jnp.allclose(tt.to_dense(tt.hadamard(a, b)), tt.to_dense(a) * tt.to_dense(b), atol=1e-6))
+      True
+    """
+    _check_tt(a, "a")
+    _check_tt(b, "b")
+    _check_same_dims(a, b)
+    a, b = _promote(a, b)
+    cores = []
+    for ca, cb in zip(a.cores, b.cores):
+        ra, n, ra_next = ca.shape
+        rb, _, rb_next = cb.shape
+        c = jnp.einsum("anb,cnd->acnbd", ca, cb).reshape(ra * rb, n, ra_next * rb_next)
+        cores.append(c)
+    return TT(cores)
+
+
+def inner(a: TT, b: TT) -> jax.Array:
+    """``<a, b> = sum(conj(a) * b)``, contracted site by site in ``O(d n r^3)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> a = tt.random(jax.random.key(0), (2, 3, 4), 2)
+      >>> b = tt.random(jax.random.key(1), (2, 3, 4), 3)
+      >>> bool(jnp.allclose(tt.inner(a, b), jnp.vdot(tt.to_dense(a), tt.to_dense(b)), atol=1e-6))
+      True
+    """
+    _check_tt(a, "a")
+    _check_tt(b, "b")
+    _check_same_dims(a, b)
+    a, b = _promote(a, b)
+    env = jnp.ones((1, 1), a.dtype)
+    for ca, cb in zip(a.cores, b.cores):
+        # env[p, q] -> sum_{p, q, n} conj(ca[p, n, p']) env[p, q] cb[q, n, q']
+        ra, n, ra_next = ca.shape
+        rb, _, rb_next = cb.shape
+        tmp = jnp.matmul(env, cb.reshape(rb, n * rb_next), precision=_HIGHEST)  # (ra, n * rb_next)
+        tmp = tmp.reshape(ra * n, rb_next)
+        env = jnp.matmul(ca.reshape(ra * n, ra_next).conj().T, tmp, precision=_HIGHEST)
+    return env[0, 0]
+
+
+def norm(t: TT) -> jax.Array:
+    """Frobenius norm ``||t||`` (real, non-negative), computed through an orthogonalisation sweep.
+
+    The sweep makes the result accurate to relative machine precision (``sqrt(inner(t, t))`` loses half the digits
+    when the norm is small compared to the cores), and its derivative is finite at ``t = 0`` directions.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> t = tt.random(jax.random.key(0), (2, 3, 4), 2)
+      >>> bool(jnp.allclose(tt.norm(t), jnp.linalg.norm(tt.to_dense(t)), atol=1e-6))
+      True
+    """
+    _check_tt(t)
+    cores = list(t.cores)
+    for k in range(t.ndim - 1):
+        cores[k], cores[k + 1] = _orthonormalize_left(cores[k], cores[k + 1])
+    last = cores[-1].reshape(-1)
+    # The norm of a vector with a derivative that is finite at zero.
+    sq = jnp.real(jnp.vdot(last, last))
+    safe = jnp.where(sq > 0, sq, 1.0)
+    return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+
+
+# -------------------------------------------------------------------------------------------- entries and contraction
+
+
+def get(t: TT, index) -> jax.Array:
+    """Entries ``t[index[b, 0], ..., index[b, d-1]]`` for a batch of multi-indices, without forming the tensor.
+
+    Args:
+      t: a TT with ``d`` modes.
+      index: integer array of shape ``(batch, d)`` (or ``(d,)`` for a single entry). Out-of-range indices raise
+        when concrete; under ``jit`` they follow JAX's gather semantics (clamped), so check them beforehand.
+
+    Returns:
+      Array of shape ``(batch,)`` (or a scalar for ``(d,)`` input).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> t = tt.random(jax.random.key(0), (2, 3, 4), 2)
+      >>> idx = jnp.array([[0, 1, 2], [1, 2, 3]])
+      >>> x = tt.to_dense(t)
+      >>> bool(jnp.allclose(tt.get(t, idx), x[idx[:, 0], idx[:, 1], idx[:, 2]], atol=1e-6))
+      True
+    """
+    _check_tt(t)
+    index = jnp.asarray(index)
+    if not jnp.issubdtype(index.dtype, jnp.integer):
+        raise TypeError(f"index must be an integer array, got dtype {index.dtype}")
+    single = index.ndim == 1
+    if single:
+        index = index[None, :]
+    if index.ndim != 2 or index.shape[1] != t.ndim:
+        raise ValueError(f"index must have shape (batch, {t.ndim}) for a TT with {t.ndim} modes, got {index.shape}")
+    if not isinstance(index, jax.core.Tracer):
+        idx = np.asarray(index)
+        bad = (idx < 0) | (idx >= np.asarray(t.dims))
+        if bad.any():
+            b, k = np.argwhere(bad)[0]
+            raise IndexError(f"index[{b}, {k}] = {idx[b, k]} is out of range for mode {k} of size {t.dims[k]}")
+    vec = t.cores[0][0, index[:, 0], :]  # (batch, r_1)
+    for k in range(1, t.ndim):
+        mats = jnp.take(t.cores[k], index[:, k], axis=1)  # (r_{k-1}, batch, r_k)
+        vec = jnp.einsum("ba,abc->bc", vec, mats, precision=_HIGHEST)
+    out = vec[:, 0]
+    return out[0] if single else out
+
+
+def _check_mode(t: TT, mode, name="mode") -> int:
+    d = t.ndim
+    if not isinstance(mode, (int, np.integer)) or not -d <= mode < d:
+        raise ValueError(f"{name} must be an int in [-{d}, {d}) for a TT with {d} modes, got {mode!r}")
+    return int(mode) % d
+
+
+def mode_product(t: TT, matrix, mode: int) -> TT:
+    """Multiply mode ``mode`` by a matrix: ``y[..., i, ...] = sum_j matrix[i, j] t[..., j, ...]``.
+
+    Args:
+      t: a TT.
+      matrix: array of shape ``(m, n_mode)``.
+      mode: the mode index.
+
+    Returns:
+      A TT with ``dims[mode] = m`` and the same ranks.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> t = tt.random(jax.random.key(0), (2, 3, 4), 2)
+      >>> m = jnp.ones((5, 3))
+      >>> y = tt.mode_product(t, m, 1)
+      >>> bool(jnp.allclose(tt.to_dense(y), jnp.einsum("ij,ajb->aib", m, tt.to_dense(t)), atol=1e-5))
+      True
+    """
+    _check_tt(t)
+    mode = _check_mode(t, mode)
+    matrix = jnp.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[1] != t.dims[mode]:
+        raise ValueError(
+            f"matrix must have shape (m, {t.dims[mode]}) to act on mode {mode}, got shape {matrix.shape}"
+        )
+    dtype = jnp.result_type(t.dtype, matrix.dtype)
+    cores = [c.astype(dtype) for c in t.cores]
+    cores[mode] = jnp.einsum("ij,ajb->aib", matrix.astype(dtype), cores[mode], precision=_HIGHEST)
+    return TT(cores)
+
+
+def _absorb_vectors(t: TT, vectors: Mapping[int, jax.Array]):
+    """Contract the listed modes with vectors; returns a list of cores, ``None`` where a mode was removed."""
+    if not isinstance(vectors, Mapping):
+        raise TypeError(f"vectors must be a mapping {{mode: vector}}, got {type(vectors).__name__}")
+    mats = {}
+    dtype = t.dtype
+    for mode, v in vectors.items():
+        k = _check_mode(t, mode, "vectors key")
+        if k in mats:
+            raise ValueError(f"mode {k} appears twice in vectors")
+        v = jnp.asarray(v)
+        if v.shape != (t.dims[k],):
+            raise ValueError(f"vectors[{mode}] must have shape ({t.dims[k]},) to contract mode {k}, got {v.shape}")
+        mats[k] = v
+        dtype = jnp.result_type(dtype, v.dtype)
+    cores = []
+    for k, c in enumerate(t.cores):
+        c = c.astype(dtype)
+        cores.append(jnp.einsum("anb,n->ab", c, mats[k].astype(dtype), precision=_HIGHEST) if k in mats else c)
+    return cores
+
+
+def _merge_matrices(cores):
+    """Fold rank matrices (2-D entries) into neighbouring 3-D cores."""
+    out, pending = [], None
+    for c in cores:
+        if c.ndim == 2:
+            pending = c if pending is None else jnp.matmul(pending, c, precision=_HIGHEST)
+            continue
+        if pending is not None:
+            c = jnp.einsum("ab,bnc->anc", pending, c, precision=_HIGHEST)
+            pending = None
+        out.append(c)
+    if pending is not None:
+        out[-1] = jnp.einsum("anb,bc->anc", out[-1], pending, precision=_HIGHEST)
+    return out
+
+
+def contract_modes(t: TT, vectors: Mapping[int, jax.Array]) -> TT:
+    """Contract some modes with vectors: ``y[rest] = sum_{i_k} t[..., i_k, ...] v_k[i_k]`` for each listed ``k``.
+
+    Args:
+      t: a TT.
+      vectors: mapping ``{mode: vector of shape (n_mode,)}``, not covering every mode (for that, use
+        :func:`contract_all`, which returns a scalar).
+
+    Returns:
+      A TT over the remaining modes, in their original order. Ranks are not increased.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> t = tt.random(jax.random.key(0), (2, 3, 4), 2)
+      >>> v = jnp.arange(3.0)
+      >>> y = tt.contract_modes(t, {1: v})
+      >>> bool(jnp.allclose(tt.to_dense(y), jnp.einsum("ajb,j->ab", tt.to_dense(t), v), atol=1e-5))
+      True
+    """
+    _check_tt(t)
+    if len({int(k) % t.ndim for k in vectors}) >= t.ndim:
+        raise ValueError("vectors covers every mode; use tt.contract_all(t, vectors) for the scalar result")
+    return TT(_merge_matrices(_absorb_vectors(t, vectors)))
+
+
+def contract_all(t: TT, vectors: Sequence[jax.Array]) -> jax.Array:
+    """Contract every mode with a vector: ``sum_{i} t[i_1, ..., i_d] v_1[i_1] ... v_d[i_d]`` (no conjugation).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> t = tt.random(jax.random.key(0), (2, 3), 2)
+      >>> vs = [jnp.ones(2), jnp.arange(3.0)]
+      >>> bool(jnp.allclose(tt.contract_all(t, vs), jnp.einsum("ij,i,j->", tt.to_dense(t), *vs), atol=1e-5))
+      True
+    """
+    _check_tt(t)
+    if len(vectors) != t.ndim:
+        raise ValueError(f"vectors must hold one vector per mode ({t.ndim}), got {len(vectors)}")
+    mats = _absorb_vectors(t, dict(enumerate(vectors)))
+    out = mats[0]
+    for m in mats[1:]:
+        out = jnp.matmul(out, m, precision=_HIGHEST)
+    return out[0, 0]
+
+
+def sum(t: TT, modes: Sequence[int] | None = None):  # noqa: A001
+    """Sum over modes.
+
+    Args:
+      t: a TT.
+      modes: ``None`` for the sum of all entries (a scalar), or a sequence of mode indices that leaves at least one
+        mode (a TT over the remaining modes).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> t = tt.random(jax.random.key(0), (2, 3, 4), 2)
+      >>> bool(jnp.allclose(tt.sum(t), tt.to_dense(t).sum(), atol=1e-5))
+      True
+      >>> tt.sum(t, modes=(0, 2)).dims
+      (3,)
+    """
+    _check_tt(t)
+    if modes is None:
+        return contract_all(t, [jnp.ones((n,), t.dtype) for n in t.dims])
+    modes = [_check_mode(t, m, "modes entry") for m in modes]
+    if len(set(modes)) >= t.ndim:
+        raise ValueError("modes covers every mode; use modes=None for the scalar sum of all entries")
+    return contract_modes(t, {m: jnp.ones((t.dims[m],), t.dtype) for m in modes})
+
+
+def kron(a: TT, b: TT) -> TT:
+    """Outer product as a TT with modes ``a.dims + b.dims`` (``to_dense`` gives ``jnp.multiply.outer``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import tt
+      >>> a = tt.random(jax.random.key(0), (2, 3), 2)
+      >>> b = tt.random(jax.random.key(1), (4,), 1)
+      >>> bool(jnp.allclose(tt.to_dense(tt.kron(a, b)), jnp.multiply.outer(tt.to_dense(a), tt.to_dense(b))))
+      True
+    """
+    _check_tt(a, "a")
+    _check_tt(b, "b")
+    a, b = _promote(a, b)
+    return TT(a.cores + b.cores)
+
+
+# ------------------------------------------------------------------------------------------------------ creation
+
+
+def _full_ranks(dims: Sequence[int], ranks) -> tuple[int, ...]:
+    d = len(dims)
+    if isinstance(ranks, (int, np.integer)):
+        if ranks < 1:
+            raise ValueError(f"ranks must be positive, got {ranks}")
+        return (1,) + (int(ranks),) * (d - 1) + (1,)
+    ranks = tuple(int(r) for r in ranks)
+    if len(ranks) == d - 1:
+        ranks = (1,) + ranks + (1,)
+    if len(ranks) != d + 1:
+        raise ValueError(
+            f"ranks must be an int, {d - 1} inner ranks, or {d + 1} ranks including the boundary 1s for {d} dims; "
+            f"got {len(ranks)} values {ranks}"
+        )
+    if ranks[0] != 1 or ranks[-1] != 1:
+        raise ValueError(f"boundary ranks must be 1, got ranks {ranks}")
+    if any(r < 1 for r in ranks):
+        raise ValueError(f"ranks must be positive, got {ranks}")
+    return ranks
+
+
+def _check_dims(dims) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(n) for n in dims)
+    except TypeError:
+        raise TypeError(f"dims must be a sequence of ints, got {dims!r}") from None
+    if not dims or any(n < 1 for n in dims):
+        raise ValueError(f"dims must be a non-empty sequence of positive ints, got {dims}")
+    return dims
+
+
+def random(key, dims: Sequence[int], ranks, dtype=jnp.float32) -> TT:
+    """A TT with i.i.d. Gaussian cores, scaled so that ``E ||t||^2 = 1``.
+
+    Entries of core ``k`` have variance ``1 / (n_k r_k)``. Complex dtypes draw real and imaginary parts
+    independently.
+
+    Args:
+      key: a JAX PRNG key.
+      dims: mode sizes ``(n_1, ..., n_d)``.
+      ranks: an int (all inner ranks), ``d - 1`` inner ranks, or all ``d + 1`` ranks with boundary 1s.
+      dtype: floating or complex dtype.
+
+    Example:
+      >>> import jax
+      >>> from tnkit import tt
+      >>> tt.random(jax.random.key(0), (2, 3, 4), (1, 2, 3, 1)).ranks
+      (1, 2, 3, 1)
+    """
+    dims = _check_dims(dims)
+    ranks = _full_ranks(dims, ranks)
+    dtype = jnp.dtype(dtype)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating)):
+        raise TypeError(f"dtype must be floating or complex, got {dtype}")
+    keys = jax.random.split(key, len(dims))
+    cores = []
+    for k, n in enumerate(dims):
+        shape = (ranks[k], n, ranks[k + 1])
+        std = 1.0 / math.sqrt(n * ranks[k + 1])
+        cores.append(std * jax.random.normal(keys[k], shape, dtype))
+    return TT(cores)
+
+
+def zeros(dims: Sequence[int], dtype=jnp.float32) -> TT:
+    """The zero tensor as a rank-1 TT.
+
+    Example:
+      >>> from tnkit import tt
+      >>> float(tt.sum(tt.zeros((2, 3))))
+      0.0
+    """
+    dims = _check_dims(dims)
+    return TT([jnp.zeros((1, n, 1), dtype) for n in dims])
+
+
+def ones(dims: Sequence[int], dtype=jnp.float32) -> TT:
+    """The all-ones tensor as a rank-1 TT.
+
+    Example:
+      >>> from tnkit import tt
+      >>> float(tt.sum(tt.ones((2, 3))))
+      6.0
+    """
+    dims = _check_dims(dims)
+    return TT([jnp.ones((1, n, 1), dtype) for n in dims])
+
