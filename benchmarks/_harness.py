@@ -262,9 +262,49 @@ def load_average() -> list[float] | None:
         return None
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields), idle
+
+
+def machine_busy_fraction(interval_s: float = 1.0) -> float | None:
+    """Fraction of all CPU time spent busy over ``interval_s`` (this process sleeps meanwhile, so it measures
+    everyone else)."""
+    a = _cpu_times()
+    time.sleep(interval_s)
+    b = _cpu_times()
+    if a is None or b is None or b[0] == a[0]:
+        return None
+    return 1.0 - (b[1] - a[1]) / (b[0] - a[0])
+
+
+def wait_for_quiet(max_busy: float = 0.2, settle_s: int = 3, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Wait (up to ``timeout_s``) until other processes use less than ``max_busy`` of the machine for ``settle_s``
+    consecutive seconds. On a shared machine this keeps a benchmark from starting in the middle of someone's test
+    run. Returns what happened, for the run's metadata; never fails."""
+    t0 = time.perf_counter()
+    calm = 0
+    last = None
+    while time.perf_counter() - t0 < timeout_s:
+        last = machine_busy_fraction(1.0)
+        if last is None:
+            return {"waited_s": 0.0, "quiet": None, "busy_fraction": None}
+        calm = calm + 1 if last < max_busy else 0
+        if calm >= settle_s:
+            return {"waited_s": round(time.perf_counter() - t0, 1), "quiet": True, "busy_fraction": round(last, 3)}
+    return {"waited_s": round(time.perf_counter() - t0, 1), "quiet": False, "busy_fraction": round(last or 0, 3)}
+
+
 def run_meta(name: str, args: argparse.Namespace, **settings) -> dict[str, Any]:
-    """Metadata block for one run: time, mode, settings, machine, load average at the start."""
+    """Metadata block for one run: time, mode, settings, machine, load average at the start. A full run first
+    waits (up to 5 minutes) for the machine to be quiet (:func:`wait_for_quiet`)."""
+    quiet = None if args.quick else wait_for_quiet()
     return {
+        "quiet_wait": quiet,
         "benchmark": name,
         "utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "mode": "quick" if args.quick else "full",
@@ -300,15 +340,23 @@ def fmt(value: Any) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]] | None = None) -> str:
-    """A GitHub markdown table. ``columns``: ``(key, header)`` pairs (default: the keys of the rows, in order)."""
+    """A GitHub markdown table. ``columns``: ``(key, header)`` or ``(key, header, format_spec)`` tuples (default:
+    the keys of the rows, in order); ``format_spec`` (e.g. ``".5f"``) overrides :func:`fmt` for numbers."""
     if columns is None:
         keys: list[str] = []
         for row in rows:
             keys += [k for k in row if k not in keys]
         columns = [(k, k) for k in keys]
-    head = "| " + " | ".join(h for _, h in columns) + " |"
+
+    def cell(row, col):
+        value = row.get(col[0])
+        if len(col) > 2 and isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return format(value, col[2])
+        return fmt(value)
+
+    head = "| " + " | ".join(c[1] for c in columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |" for row in rows]
+    body = ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
     return "\n".join([head, sep, *body])
 
 
@@ -332,7 +380,8 @@ def _machine_line(meta: Mapping[str, Any]) -> str:
     return (
         f"{meta.get('utc', '')}, {meta.get('mode', '')} run; {m.get('cpu_model')}, {m.get('cores_available')} cores, "
         f"{m.get('mem_total_gib')} GiB; {peers}; BLAS: {blas}; tnkit source {m.get('tnkit_source_sha256')}; "
-        f"load average at start {meta.get('load_average_start')}, at end {meta.get('load_average_end')}."
+        f"load average at start {meta.get('load_average_start')}, at end {meta.get('load_average_end')}; "
+        f"other processes' CPU share when timing began: {(meta.get('quiet_wait') or {}).get('busy_fraction')}."
     )
 
 

@@ -133,7 +133,7 @@ def main(argv=None) -> list[dict]:
         ("time_ratio_best", "ratio of best times"),
         ("err_tnkit", "rel. error tnkit"),
         ("err_tensorly", "rel. error TensorLy"),
-        ("err_ratio", "error ratio (target ≤ 1.01)"),
+        ("err_ratio", "error ratio (target ≤ 1.01)", ".4f"),
         ("compile_s", "compile s (lower+compile)"),
         ("first_call_s", "cold first call s"),
         ("time_ok", "time target met"),

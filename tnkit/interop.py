@@ -27,10 +27,10 @@ refused with a ``TypeError`` (tnkit does not promote silently). Converting 64-bi
 ``jax.config.update("jax_enable_x64", True)``, as with any JAX array; otherwise JAX truncates them to 32 bits and
 warns.
 
-Arrays. Conversions are eager host-side operations (do not call them under ``jax.jit``), and they copy: the peer
-never shares a buffer with a tnkit object, so in-place updates on either side (TensorNetwork's ``FiniteMPS``
-divides its tensors in place) cannot reach the other. Only unbatched objects convert: for a batch produced by
-``jax.vmap``, convert one member at a time.
+Arrays. Conversions are eager operations (do not call them under ``jax.jit``). NumPy arrays handed to a peer are
+fresh writable copies, arrays read from a peer are copied into JAX, and JAX arrays are immutable, so in-place
+updates on either side (TensorNetwork's ``FiniteMPS`` divides its tensors in place) never reach the other. Only
+unbatched objects convert: for a batch produced by ``jax.vmap``, convert one member at a time.
 
 TensorNetwork backends. ``backend="numpy"`` is the default: it is the backend on which all of TensorNetwork 0.4.6
 works. ``backend="jax"`` keeps JAX arrays and works for building networks, contracting them
@@ -281,10 +281,7 @@ def from_tensornetwork_mps(mps: tensornetwork.FiniteMPS) -> TT:
     if not isinstance(mps, tn.FiniteMPS):
         raise TypeError(f"mps must be a tensornetwork.FiniteMPS, got {type(mps).__name__}")
     tensors = [mps.get_tensor(k) for k in range(len(mps))]
-    cores = _chain_cores(
-        tensors, lambda k: f"mps.tensors[{k}]", "mps", "(D_left, d, D_right)", 3
-    )
-    return TT(cores)
+    return TT(_chain_cores(tensors, lambda k: f"mps.tensors[{k}]", "mps", "(D_left, d, D_right)", 3))
 
 
 # ----------------------------------------------------------------------------------------- TensorNetwork: nodes
@@ -409,15 +406,25 @@ def from_tensornetwork_nodes(nodes: Sequence[tensornetwork.Node]) -> TT:
     for k, node in enumerate(nodes):
         layout = _node_layout(k, d, len(node.edges))
         if layout is None:
-            where = "the only node" if d == 1 else ("an end node" if k in (0, d - 1) else "an inner node")
-            allowed = {True: "1-D (phys,) or 3-D (1, phys, 1)"}.get(
-                d == 1,
-                "3-D (left, phys, right)"
-                if 0 < k < d - 1
-                else ("2-D (phys, right) or 3-D (1, phys, right)" if k == 0 else "2-D (left, phys) or 3-D (left, phys, 1)"),
-            )
-            raise ValueError(f"nodes[{k}] has shape {tuple(node.shape)}: {where} of a chain of {d} must be {allowed}")
+            if d == 1:
+                expected = "the only node must be 1-D (phys,) or 3-D (1, phys, 1)"
+            elif k == 0:
+                expected = "the first node must be 2-D (phys, right) or 3-D (1, phys, right)"
+            elif k == d - 1:
+                expected = "the last node must be 2-D (left, phys) or 3-D (left, phys, 1)"
+            else:
+                expected = "an inner node must be 3-D (left, phys, right)"
+            raise ValueError(f"nodes[{k}] has shape {tuple(node.shape)}: in a chain of {d} nodes, {expected}")
         layouts.append(layout)
+    for k in range(d - 1):
+        right = layouts[k][2]
+        left = layouts[k + 1][0]
+        if nodes[k].edges[right] is not nodes[k + 1].edges[left]:
+            raise ValueError(
+                f"nodes[{k}] axis {right} (right bond) must be connected to nodes[{k + 1}] axis {left} (left bond): "
+                f"the nodes do not form a chain (shapes {tuple(nodes[k].shape)} and {tuple(nodes[k + 1].shape)}); "
+                f"connect them with tn.connect(nodes[{k}][{right}], nodes[{k + 1}][{left}])"
+            )
     for k, (node, (left, phys, right)) in enumerate(zip(nodes, layouts)):
         if not node.edges[phys].is_dangling():
             raise ValueError(
@@ -433,15 +440,6 @@ def from_tensornetwork_nodes(nodes: Sequence[tensornetwork.Node]) -> TT:
                     f"nodes[{k}] axis {axis} (the {side} boundary leg) must be a dangling leg of dimension 1, got "
                     f"{'a connected edge' if not edge.is_dangling() else 'dimension ' + str(edge.dimension)}"
                 )
-    for k in range(d - 1):
-        right = layouts[k][2]
-        left = layouts[k + 1][0]
-        if nodes[k].edges[right] is not nodes[k + 1].edges[left]:
-            raise ValueError(
-                f"nodes[{k}] axis {right} (right bond) must be connected to nodes[{k + 1}] axis {left} (left bond): "
-                f"the nodes do not form a chain (shapes {tuple(nodes[k].shape)} and {tuple(nodes[k + 1].shape)}); "
-                "connect them with tn.connect(nodes[k][right], nodes[k + 1][left])"
-            )
     tensors = []
     for k, (node, (left, _, right)) in enumerate(zip(nodes, layouts)):
         x = _to_jax(node.tensor, f"nodes[{k}].tensor")
@@ -583,7 +581,7 @@ def from_tensorly_matrix(m) -> TTMatrix:
     Example:
       >>> import numpy as np
       >>> from tnkit import interop
-      >>> a = interop.from_tensorly_matrix([np.ones((1, 2, 3, 2)), np.ones((2, 4, 5, 1))])
+      >>> a = interop.from_tensorly_matrix([np.ones((1, 2, 3, 2), np.float32), np.ones((2, 4, 5, 1), np.float32)])
       >>> a.row_dims, a.col_dims, a.shape
       ((2, 4), (3, 5), (8, 15))
     """

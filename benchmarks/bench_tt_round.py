@@ -1,0 +1,154 @@
+"""Round the sum of two TTs (d=32, n=4, rank 32 each, float64) to rank 16: tnkit vs quimb.
+
+* tnkit: ``jax.jit(lambda a, b: tt.round(tt.add(a, b), max_rank=16))``: right-to-left orthogonalisation (QR)
+  followed by a left-to-right sweep of truncated SVDs.
+* quimb: ``(psi_a + psi_b).compress(max_bond=16, cutoff=0.0)`` on ``MatrixProductState`` objects holding the same
+  cores: quimb's standard SVD-based ("direct") compression, ``form="right"``: a left-canonicalising QR sweep followed
+  by a right-to-left sweep of truncated SVDs. ``cutoff=0.0`` disables singular-value cutoffs, so only ``max_bond``
+  truncates, as for tnkit. The sum ``psi_a + psi_b`` (a direct sum of cores, bond 64) is part of both timings.
+
+Two pairs of inputs (``jax.random.key(0)`` / ``key(1)``):
+
+* ``random``: ``tt.random(key, (4,)*32, 32, float64)``: i.i.d. Gaussian cores. Their spectra are flat, so rank 16
+  keeps little of the sum (relative error near 1); this checks speed and that both make the same choice.
+* ``decaying``: the same cores with bond index ``j`` of every core scaled by ``0.7**j`` on both sides (a
+  geometrically decaying bond spectrum, as in a physical state); rank 16 then leaves a small error.
+
+Errors are measured against the exact sum ``s`` without densifying (4**32 entries): ``||s - c|| / ||s||`` with
+``tt.norm(tt.sub(s, c))`` (an orthogonalisation sweep, no cancellation), for tnkit's and for quimb's result (its
+cores converted to a tnkit TT); quimb's own ``(s - c).norm()`` is reported as a cross-check.
+
+Target: tnkit <= 0.5 x quimb's median time, at an error not larger than quimb's. The two sweep in opposite
+directions, so their truncations differ slightly even in exact arithmetic; "equal" is taken as an error ratio
+tnkit / quimb <= 1.01 (the ratio itself is reported).
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):
+    import _harness as H  # noqa: N812
+    import _peers
+else:
+    from benchmarks import _harness as H  # noqa: N812
+    from benchmarks import _peers
+
+NAME = "tt_round"
+D, N, RANK, MAX_RANK = 32, 4, 32, 16
+DECAY = 0.7
+TARGET_RATIO = 0.5
+
+
+def make_pair(kind: str):
+    import jax
+    import jax.numpy as jnp
+
+    from tnkit import TT, tt
+
+    a = tt.random(jax.random.key(0), (N,) * D, RANK, jnp.float64)
+    b = tt.random(jax.random.key(1), (N,) * D, RANK, jnp.float64)
+    if kind == "decaying":
+
+        def decay(t):
+            cores = []
+            for c in t.cores:
+                left = DECAY ** jnp.arange(c.shape[0])
+                right = DECAY ** jnp.arange(c.shape[2])
+                cores.append(c * left[:, None, None] * right[None, None, :])
+            return TT(cores)
+
+        a, b = decay(a), decay(b)
+    return a, b
+
+
+def main(argv=None) -> list[dict]:
+    args = H.parse_args(__doc__.splitlines()[0], argv)
+    H.setup()
+    import jax
+
+    from tnkit import tt
+
+    repeats, warmup = (5, 1) if args.quick else (21, 3)
+    fn = jax.jit(lambda a, b: tt.round(tt.add(a, b), max_rank=MAX_RANK))
+
+    def quimb_round(qa, qb):
+        s = qa + qb
+        s.compress(max_bond=MAX_RANK, cutoff=0.0)
+        return s
+
+    norm = jax.jit(tt.norm)
+    rel_err = jax.jit(lambda s, c: tt.norm(tt.sub(s, c)) / tt.norm(s))
+
+    rows = []
+    cases = {}
+    for kind in ("random", "decaying"):
+        a, b = make_pair(kind)
+        qa, qb = _peers.tt_to_quimb_mps(a), _peers.tt_to_quimb_mps(b)
+        cases[kind] = (a, b, qa, qb)
+    comp = H.compile_time(fn, *cases["random"][:2])
+    meta = H.run_meta(
+        NAME, args, d=D, n=N, rank=RANK, max_rank=MAX_RANK, decay=DECAY, repeats=repeats, warmup=warmup,
+        quimb_method="MatrixProductState.compress(max_bond=16, cutoff=0.0) (form='right': QR sweep + SVD sweep)",
+        tnkit_compile=comp,
+    )
+    for kind, (a, b, qa, qb) in cases.items():
+        times = H.time_interleaved(
+            {"tnkit": lambda: fn(a, b), "quimb": lambda: quimb_round(qa, qb)}, repeats=repeats, warmup=warmup
+        )
+        s = tt.add(a, b)
+        c_tnkit = fn(a, b)
+        q_sum = qa + qb
+        q_c = quimb_round(qa, qb)
+        c_quimb = _peers.quimb_mps_to_tt(q_c)
+        err_tnkit = float(rel_err(s, c_tnkit))
+        err_quimb = float(rel_err(s, c_quimb))
+        err_quimb_native = float((q_sum - q_c).norm() / q_sum.norm())
+        t_tn, t_q = times["tnkit"]["median"], times["quimb"]["median"]
+        ratio = t_tn / t_q
+        rows.append(
+            {
+                "case": kind,
+                "tnkit_ms": H.ms(t_tn),
+                "quimb_ms": H.ms(t_q),
+                "ratio": ratio,
+                "ratio_best": times["tnkit"]["min"] / times["quimb"]["min"],
+                "err_tnkit": err_tnkit,
+                "err_quimb": err_quimb,
+                "err_quimb_native": err_quimb_native,
+                "norm_sum": float(norm(s)),
+                "ranks_tnkit_max": max(c_tnkit.ranks),
+                "bond_quimb_max": q_c.max_bond(),
+                "time_ok": ratio <= TARGET_RATIO,
+                "err_ratio": err_tnkit / err_quimb,
+                "err_ok": err_tnkit <= err_quimb * 1.01,
+                "samples_tnkit_s": times["tnkit"]["all"],
+                "samples_quimb_s": times["quimb"]["all"],
+            }
+        )
+    columns = [
+        ("case", "inputs"),
+        ("tnkit_ms", "tnkit ms"),
+        ("quimb_ms", "quimb ms"),
+        ("ratio", "time ratio (target ≤ 0.5)"),
+        ("ratio_best", "ratio of best times"),
+        ("err_tnkit", "rel. error tnkit"),
+        ("err_quimb", "rel. error quimb"),
+        ("err_ratio", "error ratio (≤ 1.01)", ".4f"),
+        ("err_quimb_native", "quimb error (quimb's norm)"),
+        ("ranks_tnkit_max", "max rank tnkit"),
+        ("bond_quimb_max", "max bond quimb"),
+        ("time_ok", "time target met"),
+        ("err_ok", "error ≤ quimb's"),
+    ]
+    notes = [
+        f"tnkit compile (lower+compile) {comp['lower_compile_s']:.2f} s, cold first call {comp['first_call_s']:.2f} s "
+        "(not in the times above).",
+        f"Median of {repeats} interleaved samples ({warmup} warm-up rounds), one process.",
+    ]
+    H.print_table(NAME, rows, columns, notes)
+    if not args.no_write:
+        H.write_results(NAME, rows, meta, columns=columns, notes=notes)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
