@@ -23,6 +23,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -176,18 +177,23 @@ def left_orthonormal(a):
     return u, jnp.matmul(_hermitian(u), a, precision=_HIGHEST)
 
 
-def truncation_rank(s, *, max_rank, abs_tol) -> int:
+def truncation_rank(s, *, max_rank: int | None, abs_tol: float | None) -> int:
     """Smallest rank ``r <= max_rank`` whose discarded tail satisfies ``sqrt(sum_{i >= r} s_i^2) <= abs_tol``.
 
-    Needs concrete values: this is where tolerance-based truncation forces eager execution.
+    Args:
+      s: concrete singular values, descending (a NumPy array: this is where tolerance-based truncation forces
+        eager execution).
+      max_rank: upper bound on the rank, or ``None``.
+      abs_tol: absolute bound on the discarded tail, or ``None`` for no tolerance.
+
+    Returns:
+      An int in ``[1, len(s)]``.
     """
+    s = np.asarray(s, dtype=np.float64)
     k = s.shape[0]
     rank = k if max_rank is None else min(max_rank, k)
     if abs_tol is None:
         return rank
-    s2 = jnp.asarray(s, dtype=jnp.float64 if jax.config.jax_enable_x64 else s.dtype) ** 2
-    # tail[r] = sum_{i >= r} s_i^2, for r = 0..k
-    tail = jnp.concatenate([jnp.cumsum(s2[::-1])[::-1], jnp.zeros((1,), s2.dtype)])
-    ok = tail <= abs_tol**2
-    needed = int(jnp.argmax(ok))  # first r satisfying the bound (ok[k] is always true)
+    tail = np.concatenate([np.cumsum((s * s)[::-1])[::-1], [0.0]])  # tail[r] = sum_{i >= r} s_i^2
+    needed = int(np.argmax(tail <= abs_tol**2))  # tail[k] = 0, so some r qualifies
     return max(1, min(rank, needed))
