@@ -76,36 +76,69 @@ def _stats(samples: Sequence[float]) -> dict[str, Any]:
     return {"median": statistics.median(samples), "min": min(samples), "all": list(samples)}
 
 
+class _OthersCPU:
+    """Share of the machine's CPU time used by *other* processes between ``start()`` and ``stop()``: all busy
+    time in ``/proc/stat`` minus this process's own CPU time. 0 on an idle machine; 0.5 means one of two cores
+    was taken by someone else on average."""
+
+    def start(self):
+        self._a, self._own = _cpu_times(), os.times()
+        return self
+
+    def stop(self) -> float | None:
+        b, own = _cpu_times(), os.times()
+        if self._a is None or b is None or b[0] == self._a[0]:
+            return None
+        total = b[0] - self._a[0]
+        busy = total - (b[1] - self._a[1])
+        mine = (own.user - self._own.user + own.system - self._own.system) * os.sysconf("SC_CLK_TCK")
+        return round(max(0.0, (busy - mine) / total), 3)
+
+
 def time_fn(fn: Callable, *args, repeats: int = 7, warmup: int = 2) -> dict[str, Any]:
-    """Wall-clock time of ``fn(*args)`` in seconds: ``{"median", "min", "all"}``.
+    """Wall-clock time of ``fn(*args)`` in seconds: ``{"median", "min", "all", "others_cpu_share"}``.
 
     ``warmup`` calls are made first (they trigger ``jit`` compilation, which is not counted here; use
     :func:`compile_time` for that). JAX outputs are waited for with ``jax.block_until_ready``; NumPy work is
-    synchronous and is timed as is.
+    synchronous and is timed as is. ``others_cpu_share`` is the share of the machine's CPU time that other
+    processes used while the samples were taken (0 = undisturbed).
     """
     for _ in range(warmup):
         _block(fn(*args))
     samples = []
+    others = _OthersCPU().start()
     for _ in range(repeats):
         t0 = time.perf_counter()
         _block(fn(*args))
         samples.append(time.perf_counter() - t0)
-    return _stats(samples)
+    return _stats(samples) | {"others_cpu_share": others.stop()}
 
 
-def time_interleaved(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 7, warmup: int = 2) -> dict[str, dict]:
+def time_interleaved(
+    fns: Mapping[str, Callable[[], Any]], *, repeats: int = 7, warmup: int = 2, cooldown_s: float = 0.25
+) -> dict[str, dict]:
     """Time several zero-argument callables round-robin (A B C A B C ...), so slow drifts of a shared machine hit
-    all of them alike. Returns ``{name: {"median", "min", "all"}}`` in seconds."""
+    all of them alike. Returns ``{name: {"median", "min", "all", "others_cpu_share"}}`` (seconds; the share of CPU
+    time other processes used during the whole loop).
+
+    Each timed call starts after an untimed pause of ``cooldown_s``: thread pools keep their workers spinning for a
+    while after a call (OpenBLAS for ~0.1 s by default, XLA's pool too), and on a machine with few cores a call
+    that starts right after another library's would share the cores with those spinning threads. The pause makes
+    every call start on an idle machine, as it would in a block of calls of one library alone."""
     for _ in range(warmup):
         for fn in fns.values():
             _block(fn())
     samples: dict[str, list[float]] = {k: [] for k in fns}
+    others = _OthersCPU().start()
     for _ in range(repeats):
         for name, fn in fns.items():
+            if cooldown_s:
+                time.sleep(cooldown_s)
             t0 = time.perf_counter()
             _block(fn())
             samples[name].append(time.perf_counter() - t0)
-    return {k: _stats(v) for k, v in samples.items()}
+    share = others.stop()
+    return {k: _stats(v) | {"others_cpu_share": share} for k, v in samples.items()}
 
 
 def compile_time(jitted_fn, *args, first_call: bool = True, return_compiled: bool = False) -> dict[str, Any]:
@@ -116,7 +149,8 @@ def compile_time(jitted_fn, *args, first_call: bool = True, return_compiled: boo
     ``jitted_fn(*args)`` after another cache clear: trace + lower + compile + one run. ``args`` may be
     ``jax.ShapeDtypeStruct`` pytrees, in which case only lower/compile are timed.
 
-    Returns seconds: ``{"lower_s", "compile_s", "lower_compile_s", "first_call_s", "hlo_instructions"}`` (and
+    Returns seconds: ``{"lower_s", "compile_s", "lower_compile_s", "first_call_s", "hlo_instructions",
+    "others_cpu_share"}`` (the last: other processes' share of the CPU during lower + compile) (and
     ``"compiled"``, the executable, with ``return_compiled``). Note that this clears the caches of every jitted
     function in the process: warm up again before timing steady-state runs.
     """
@@ -130,11 +164,13 @@ def compile_time(jitted_fn, *args, first_call: bool = True, return_compiled: boo
     else:
         out["first_call_s"] = None
     jax.clear_caches()
+    others = _OthersCPU().start()
     t0 = time.perf_counter()
     lowered = jitted_fn.lower(*args)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
+    out["others_cpu_share"] = others.stop()
     out["lower_s"] = t1 - t0
     out["compile_s"] = t2 - t1
     out["lower_compile_s"] = t2 - t0

@@ -117,6 +117,7 @@ def main(argv=None) -> list[dict]:
                 "norm_sum": float(norm(s)),
                 "ranks_tnkit_max": max(c_tnkit.ranks),
                 "bond_quimb_max": q_c.max_bond(),
+                "others_cpu": times["tnkit"]["others_cpu_share"],
                 "time_ok": ratio <= TARGET_RATIO,
                 "err_ratio": err_tnkit / err_quimb,
                 "err_ok": err_tnkit <= err_quimb * 1.01,
@@ -138,11 +139,13 @@ def main(argv=None) -> list[dict]:
         ("bond_quimb_max", "max bond quimb"),
         ("time_ok", "time target met"),
         ("err_ok", "error ≤ quimb's"),
+        ("others_cpu", "others' CPU share", ".2f"),
     ]
     notes = [
         f"tnkit compile (lower+compile) {comp['lower_compile_s']:.2f} s, cold first call {comp['first_call_s']:.2f} s "
         "(not in the times above).",
-        f"Median of {repeats} interleaved samples ({warmup} warm-up rounds), one process.",
+        f"Median of {repeats} interleaved samples ({warmup} warm-up rounds), one process. `others' CPU share`: "
+        "CPU time used by other processes while sampling (0 = undisturbed, 0.5 = one core).",
     ]
     H.print_table(NAME, rows, columns, notes)
     if not args.no_write:

@@ -112,6 +112,7 @@ def main(argv=None) -> list[dict]:
                 "err_tensorly": err_tl,
                 "err_ratio": err / err_tl if err_tl > 0 else None,
                 "ranks": str(t.ranks),
+                "others_cpu": times[label]["others_cpu_share"],
             }
             if label.startswith("AUTO"):
                 row |= {
@@ -138,11 +139,13 @@ def main(argv=None) -> list[dict]:
         ("first_call_s", "cold first call s"),
         ("time_ok", "time target met"),
         ("err_ok", "error target met"),
+        ("others_cpu", "others' CPU share", ".2f"),
     ]
     notes = [
         "Targets apply to the default (AUTO) rows; the GRAM / ACCURATE rows force one route of `_linalg.left_svd` "
         "to show what the default's automatic choice costs.",
-        f"Median of {repeats} interleaved samples per implementation ({warmup} warm-up rounds), one process.",
+        f"Median of {repeats} interleaved samples per implementation ({warmup} warm-up rounds), one process. "
+        "`others' CPU share`: CPU time used by other processes while sampling (0 = undisturbed, 0.5 = one core).",
     ]
     H.print_table(NAME, rows, columns, notes)
     if not args.no_write:

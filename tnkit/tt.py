@@ -130,7 +130,9 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None, met
 
     Returns:
       A :class:`tnkit.TT` with ``ranks[k] <= min(prod(n_1..n_k), prod(n_{k+1}..n_d))``. Left cores are
-      left-orthonormal; the norm sits in the last core.
+      left-orthonormal; the norm sits in the last core. A step that truncates nothing (the unfolding has at most
+      ``max_rank`` rows or columns) skips the SVD and keeps an orthonormal basis from the identity or a QR
+      factorisation, so the cores need not be singular vectors.
 
     Example:
       >>> import jax.numpy as jnp
@@ -165,33 +167,45 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None, met
         a = rest.reshape(r_prev * dims[k], -1)
         k_max = min(a.shape)
         rank_hint = k_max if max_rank is None else min(max_rank, k_max)
-        if abs_tol is None:
-            u, _ = _linalg.left_svd(a, rank_hint, method)
-            rank = rank_hint
+        if abs_tol is None and rank_hint == k_max:
+            # Nothing to truncate: any orthonormal basis will do, and the cheapest is exact.
+            if a.shape[0] <= a.shape[1]:
+                u, rest = jnp.eye(a.shape[0], dtype=a.dtype), a
+            else:
+                u, rest = _linalg.left_orthonormal(a)
+            rank = k_max
         else:
-            u, rank = _left_svd_with_tolerance(a, max_rank, abs_tol, method)
-        u = u[:, :rank]
+            if abs_tol is None:
+                u, _ = _linalg.left_svd(a, rank_hint, method)
+                rank = rank_hint
+            else:
+                u, rank = _left_svd_with_tolerance(a, max_rank, abs_tol, method)
+            u = u[:, :rank]
+            rest = jnp.matmul(u.conj().T, a, precision=_HIGHEST)
         cores.append(u.reshape(r_prev, dims[k], rank))
-        rest = jnp.matmul(u.conj().T, a, precision=_HIGHEST)
         r_prev = rank
     cores.append(rest.reshape(r_prev, dims[-1], 1))
     return TT(cores)
 
 
 def _left_svd_with_tolerance(a, max_rank, abs_tol, method):
-    """Eager: factor ``a`` and pick the rank from the singular values and ``abs_tol``."""
-    m = min(a.shape)
-    if method is SVDMethod.AUTO and a.shape[0] <= a.shape[1]:
-        u, s = _linalg.left_svd(a, m, SVDMethod.GRAM)
-        s_np = _concrete(s)
-        rank = _linalg.truncation_rank(s_np, max_rank=max_rank, abs_tol=abs_tol)
-        eps = np.finfo(s_np.dtype).eps
-        # The Gram route resolves squared singular values only down to ~sqrt(eps) * s_1**2.
-        floor = math.sqrt(eps) * float(s_np[0]) ** 2
-        if float(s_np[rank - 1]) ** 2 >= floor and abs_tol**2 >= floor:
+    """Eager: factor ``a`` and pick the smallest rank whose discarded tail is at most ``abs_tol``."""
+    m, n = a.shape
+    k = min(m, n)
+    if method is SVDMethod.AUTO and m <= n:
+        u, s = _linalg.left_svd(a, k, SVDMethod.GRAM)
+        lam = _concrete(s).astype(np.float64) ** 2
+        # Gram eigenvalues carry an absolute error of about `noise` each (see _linalg.gram_is_reliable): choose the
+        # rank from a tail inflated by that error, and shrink the budget by the 0.01% the Gram route may add.
+        noise = (math.sqrt(n) + m) * np.finfo(_concrete(s).dtype).eps * lam[0]
+        tail = np.concatenate([np.cumsum(lam[::-1])[::-1], [0.0]]) + noise * (k - np.arange(k + 1))
+        rank = max(1, int(np.argmax(tail <= abs_tol**2 / 1.0001)))
+        rank = rank if max_rank is None else min(rank, max_rank)
+        # Below ~k * noise the Gram spectrum cannot tell which singular values fit the budget.
+        if abs_tol**2 >= 2 * k * noise and bool(_linalg.gram_is_reliable(s, rank, n)):
             return u, rank
         method = SVDMethod.ACCURATE
-    u, s = _linalg.left_svd(a, m, method)
+    u, s = _linalg.left_svd(a, k, method)
     return u, _linalg.truncation_rank(_concrete(s), max_rank=max_rank, abs_tol=abs_tol)
 
 

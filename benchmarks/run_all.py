@@ -1,0 +1,53 @@
+"""Run every tnkit benchmark, each in a fresh Python process (so JIT caches, BLAS thread pools and memory from one do
+not affect the next).
+
+    python benchmarks/run_all.py            # full runs: results/*.json and the README tables
+    python benchmarks/run_all.py --quick    # smoke run: fewer repeats, JSON to benchmarks/out/, README untouched
+    python benchmarks/run_all.py --only tt_svd mps_overlap
+
+Exits non-zero if a script fails (a crash, not a missed target: targets are reported in the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = {
+    "tt_svd": "bench_tt_svd.py",
+    "mps_overlap": "bench_mps_overlap.py",
+    "tt_round": "bench_tt_round.py",
+    "t3f_workload": "bench_t3f_workload.py",
+    "compile": "bench_compile.py",
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats; nothing committed is overwritten")
+    p.add_argument("--no-write", action="store_true", help="print tables only")
+    p.add_argument("--only", nargs="+", choices=sorted(SCRIPTS), help="run these benchmarks only")
+    args = p.parse_args(argv)
+    names = args.only or list(SCRIPTS)
+    extra = [f for f, on in (("--quick", args.quick), ("--no-write", args.no_write)) if on]
+    failed = []
+    for name in names:
+        cmd = [sys.executable, str(HERE / SCRIPTS[name]), *extra]
+        print(f"==> {name}: {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd)
+        print(f"<== {name}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if rc != 0:
+            failed.append(name)
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

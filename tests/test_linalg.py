@@ -1,0 +1,94 @@
+"""The factorisation primitives in tnkit._linalg: values, derivatives, and the Gram reliability rule."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tnkit import _linalg
+from tnkit._linalg import SVDMethod
+
+
+def test_gram_reliability_rule():
+    s_geometric = jnp.asarray(0.5 ** np.arange(64.0))  # squared tail at rank 16 ~ 1e-10: far above the noise
+    s_steep = jnp.asarray(10.0 ** -np.arange(64.0))  # tail at rank 16 below machine precision
+    assert bool(_linalg.gram_is_reliable(s_geometric, 16, 32768))
+    assert not bool(_linalg.gram_is_reliable(s_steep, 16, 32768))
+    assert bool(_linalg.gram_is_reliable(s_steep, 64, 32768))  # no truncation: always exact
+
+
+@pytest.mark.parametrize("shape", [(5, 12), (12, 5), (6, 6), (4, 20)])
+@pytest.mark.parametrize("method", list(SVDMethod))
+def test_left_svd_values(shape, method):
+    a = jax.random.normal(jax.random.key(0), shape, jnp.float64)
+    u, s = _linalg.left_svd(a, min(shape), method)
+    np.testing.assert_allclose(s, np.linalg.svd(np.asarray(a), compute_uv=False), rtol=1e-10)
+    np.testing.assert_allclose(u.T @ u, np.eye(min(shape)), atol=1e-12)
+    # u spans the column space with the right weights: u diag(s^2) u^T = a a^T
+    np.testing.assert_allclose((u * (s**2)[None, :]) @ u.T, a @ a.T, atol=1e-11)
+
+
+@pytest.mark.parametrize("shape", [(5, 8), (8, 5)])
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
+def test_left_svd_jvp_matches_jax_on_generic_input(shape, dtype):
+    k1, k2 = jax.random.split(jax.random.key(1))
+    a = jax.random.normal(k1, shape, dtype)
+    da = jax.random.normal(k2, shape, dtype)
+    rank = 3
+
+    def projector_ours(a):
+        u, s = _linalg.left_svd(a, rank, SVDMethod.ACCURATE)
+        return u[:, :rank] @ u[:, :rank].conj().T, s
+
+    def projector_jax(a):
+        u, s, _ = jnp.linalg.svd(a, full_matrices=False)
+        return u[:, :rank] @ u[:, :rank].conj().T, s
+
+    (p1, s1), (dp1, ds1) = jax.jvp(projector_ours, (a,), (da,))
+    (p2, s2), (dp2, ds2) = jax.jvp(projector_jax, (a,), (da,))
+    np.testing.assert_allclose(p1, p2, atol=1e-12)
+    np.testing.assert_allclose(dp1, dp2, atol=1e-10)  # the projector is gauge invariant
+    np.testing.assert_allclose(ds1, ds2, atol=1e-10)
+
+
+def test_left_svd_jvp_finite_where_jax_is_not():
+    a = jnp.zeros((4, 6)).at[0, 0].set(1.0)  # singular values 1, 0, 0, 0
+    da = jax.random.normal(jax.random.key(0), (4, 6))
+    _, (du, ds) = jax.jvp(lambda a: _linalg.left_svd(a, 2, SVDMethod.ACCURATE), (a,), (da,))
+    assert bool(jnp.all(jnp.isfinite(du))) and bool(jnp.all(jnp.isfinite(ds)))
+    _, (_, ds_jax, _) = jax.jvp(lambda a: jnp.linalg.svd(a, full_matrices=False), (a,), (da,))
+    _, (du_jax, _, _) = jax.jvp(lambda a: jnp.linalg.svd(a, full_matrices=False), (a,), (da,))
+    assert not bool(jnp.all(jnp.isfinite(du_jax)))  # the reason the custom rule exists
+
+
+@pytest.mark.parametrize("shape", [(7, 4), (4, 4), (3, 6)])
+def test_left_orthonormal(shape):
+    a = jax.random.normal(jax.random.key(2), shape, jnp.float64)
+    q, b = _linalg.left_orthonormal(a)
+    k = min(shape)
+    assert q.shape == (shape[0], k) and b.shape == (k, shape[1])
+    np.testing.assert_allclose(q @ b, a, atol=1e-12)
+    np.testing.assert_allclose(q.T @ q, np.eye(k), atol=1e-12)
+    # Derivative of the product is the identity (the factorisation is exact for every input).
+    da = jax.random.normal(jax.random.key(3), shape, jnp.float64)
+    _, dprod = jax.jvp(lambda a: jnp.matmul(*_linalg.left_orthonormal(a)), (a,), (da,))
+    np.testing.assert_allclose(dprod, da, atol=1e-10)
+
+
+def test_qr_jvp_matches_jax_when_full_rank():
+    a = jax.random.normal(jax.random.key(4), (6, 3), jnp.float64)
+    da = jax.random.normal(jax.random.key(5), (6, 3), jnp.float64)
+    _, (dq1, dr1) = jax.jvp(_linalg._thin_qr, (a,), (da,))
+    _, (dq2, dr2) = jax.jvp(jnp.linalg.qr, (a,), (da,))
+    np.testing.assert_allclose(dq1, dq2, atol=1e-10)
+    np.testing.assert_allclose(dr1, dr2, atol=1e-10)
+
+
+def test_truncation_rank():
+    s = np.array([3.0, 2.0, 1.0, 0.1])
+    assert _linalg.truncation_rank(s, max_rank=None, abs_tol=None) == 4
+    assert _linalg.truncation_rank(s, max_rank=2, abs_tol=None) == 2
+    assert _linalg.truncation_rank(s, max_rank=None, abs_tol=0.2) == 3
+    assert _linalg.truncation_rank(s, max_rank=None, abs_tol=1.01) == 2
+    assert _linalg.truncation_rank(s, max_rank=None, abs_tol=100.0) == 1
+    assert _linalg.truncation_rank(s, max_rank=None, abs_tol=0.0) == 4
