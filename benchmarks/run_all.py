@@ -4,6 +4,7 @@ not affect the next).
     python benchmarks/run_all.py            # full runs: results/*.json and the README tables
     python benchmarks/run_all.py --quick    # smoke run: fewer repeats, JSON to benchmarks/out/, README untouched
     python benchmarks/run_all.py --only tt_svd mps_overlap
+    python benchmarks/run_all.py --blas-threads 1   # single-threaded OpenBLAS: separate *_openblas1 tables
 
 Exits non-zero if a script fails (a crash, not a missed target: targets are reported in the tables).
 """
@@ -11,6 +12,7 @@ Exits non-zero if a script fails (a crash, not a missed target: targets are repo
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -31,7 +33,16 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repeats; nothing committed is overwritten")
     p.add_argument("--no-write", action="store_true", help="print tables only")
     p.add_argument("--only", nargs="+", choices=sorted(SCRIPTS), help="run these benchmarks only")
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        help="run with OPENBLAS_NUM_THREADS set to this (for tnkit's LAPACK calls and the NumPy peers alike); results "
+        "go to <name>_openblas<N>.json and their own README tables",
+    )
     args = p.parse_args(argv)
+    env = dict(os.environ)
+    if args.blas_threads is not None:
+        env["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
     names = args.only or list(SCRIPTS)
     extra = [f for f, on in (("--quick", args.quick), ("--no-write", args.no_write)) if on]
     failed = []
@@ -39,7 +50,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, str(HERE / SCRIPTS[name]), *extra]
         print(f"==> {name}: {' '.join(cmd)}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call(cmd)
+        rc = subprocess.call(cmd, env=env)
         print(f"<== {name}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
         if rc != 0:
             failed.append(name)

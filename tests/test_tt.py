@@ -221,6 +221,14 @@ class TestAlgebra:
         np.testing.assert_allclose(tt.norm(a), np.linalg.norm(xa), rtol=tol)
         assert tt.norm(a).dtype == jnp.finfo(dtype).dtype
 
+    @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
+    def test_inner_with_bonds_larger_than_the_modes_allow(self, dtype):
+        # Constant bond 8 on modes of size 2 (as in MPS with a fixed bond dimension): inner contracts the boundary
+        # cores blockwise; the value must not change.
+        a = rand_tt(3, (2,) * 6, 8, dtype)
+        b = rand_tt(4, (2,) * 6, (3, 8, 8, 8, 5), dtype)
+        np.testing.assert_allclose(tt.inner(a, b), np.vdot(tt.to_dense(a), tt.to_dense(b)), rtol=1e-12)
+
     def test_norm_of_zero_and_its_gradient(self):
         z = tt.zeros((2, 3))
         assert float(tt.norm(z)) == 0.0

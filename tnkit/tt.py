@@ -434,6 +434,10 @@ def hadamard(a: TT, b: TT) -> TT:
 def inner(a: TT, b: TT) -> jax.Array:
     """``<a, b> = sum(conj(a) * b)``, contracted site by site in ``O(d n r^3)``.
 
+    Near the ends, where a bond is larger than the product of the mode sizes before it (``r_k > n_1 ... n_k``, as in
+    MPS with a constant bond dimension), the cores of each TT are first multiplied together into one block: that is
+    cheaper than sweeping the pair of bonds through those sites.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from tnkit import tt
@@ -446,15 +450,48 @@ def inner(a: TT, b: TT) -> jax.Array:
     _check_tt(b, "b")
     _check_same_dims(a, b)
     a, b = _promote(a, b)
-    env = jnp.ones((1, 1), a.dtype)
-    for ca, cb in zip(a.cores, b.cores):
+    d = a.ndim
+    if d == 1:
+        return jnp.vdot(a.cores[0].reshape(-1), b.cores[0].reshape(-1))
+    ra, rb, dims = a.ranks, b.ranks, a.dims
+    # Left block: cores [0, left) multiplied together, shape (n_1 ... n_left, r_left), for each TT.
+    left, rows = 1, dims[0]
+    while left < d - 1 and rows * dims[left] <= min(ra[left + 1], rb[left + 1]):
+        rows *= dims[left]
+        left += 1
+    # Right block: cores [right, d), shape (r_right, n_right ... n_d); never overlapping the left block.
+    right, cols = d - 1, dims[-1]
+    while right - 1 >= left and cols * dims[right - 1] <= min(ra[right - 1], rb[right - 1]):
+        cols *= dims[right - 1]
+        right -= 1
+    env = jnp.matmul(_left_block(a, left).conj().T, _left_block(b, left), precision=_HIGHEST)
+    for ca, cb in zip(a.cores[left:right], b.cores[left:right]):
         # env[p, q] -> sum_{p, q, n} conj(ca[p, n, p']) env[p, q] cb[q, n, q']
-        ra, n, ra_next = ca.shape
-        rb, _, rb_next = cb.shape
-        tmp = jnp.matmul(env, cb.reshape(rb, n * rb_next), precision=_HIGHEST)  # (ra, n * rb_next)
-        tmp = tmp.reshape(ra * n, rb_next)
-        env = jnp.matmul(ca.reshape(ra * n, ra_next).conj().T, tmp, precision=_HIGHEST)
-    return env[0, 0]
+        r_a, n, ra_next = ca.shape
+        r_b, _, rb_next = cb.shape
+        tmp = jnp.matmul(env, cb.reshape(r_b, n * rb_next), precision=_HIGHEST)  # (r_a, n * rb_next)
+        tmp = tmp.reshape(r_a * n, rb_next)
+        env = jnp.matmul(ca.reshape(r_a * n, ra_next).conj().T, tmp, precision=_HIGHEST)
+    closing = jnp.matmul(_right_block(a, right).conj(), _right_block(b, right).T, precision=_HIGHEST)
+    return jnp.sum(env * closing)
+
+
+def _left_block(t: TT, stop: int):
+    """Cores ``[0, stop)`` multiplied together: shape ``(n_1 ... n_stop, r_stop)``."""
+    block = t.cores[0].reshape(t.dims[0], t.ranks[1])
+    for core in t.cores[1:stop]:
+        r, n, r_next = core.shape
+        block = jnp.matmul(block, core.reshape(r, n * r_next), precision=_HIGHEST).reshape(-1, r_next)
+    return block
+
+
+def _right_block(t: TT, start: int):
+    """Cores ``[start, d)`` multiplied together: shape ``(r_start, n_start+1 ... n_d)``."""
+    block = t.cores[-1].reshape(t.ranks[-2], t.dims[-1])
+    for core in reversed(t.cores[start:-1]):
+        r, n, r_next = core.shape
+        block = jnp.matmul(core.reshape(r * n, r_next), block, precision=_HIGHEST).reshape(r, -1)
+    return block
 
 
 def norm(t: TT) -> jax.Array:
