@@ -524,3 +524,10 @@ def print_table(title: str, rows, columns=None, notes=()) -> None:
 
 def ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
+
+
+def report(name: str, rows, meta, columns, notes, *, write: bool) -> None:
+    """Print a benchmark's table and, unless ``write`` is false, save its JSON and refresh its README table."""
+    print_table(name, rows, columns, notes)
+    if write:
+        write_results(name, rows, meta, columns=columns, notes=notes)

@@ -91,9 +91,7 @@ def main(argv=None) -> list[dict]:
         ("others_cpu", "others' CPU share (compile)", ".2f"),
     ]
     notes = ["Each measurement starts from cleared in-memory caches (`jax.clear_caches()`); no persistent cache."]
-    H.print_table(NAME, rows, columns, notes)
-    if not args.no_write:
-        H.write_results(NAME, rows, meta, columns=columns, notes=notes)
+    H.report(NAME, rows, meta, columns, notes, write=not args.no_write)
     return rows
 
 

@@ -195,9 +195,7 @@ def main(argv=None) -> list[dict]:
         ("rel_diff_vs_quimb", "rel. diff vs quimb"),
         ("others_cpu", "others' CPU share", ".2f"),
     ]
-    H.print_table(NAME, rows, columns, notes)
-    if not args.no_write:
-        H.write_results(NAME, rows, meta, columns=columns, notes=notes)
+    H.report(NAME, rows, meta, columns, notes, write=not args.no_write)
     if not agree:
         raise SystemExit("the three overlaps disagree beyond 1e-10 relative (see the table)")
     return rows

@@ -148,9 +148,7 @@ def main(argv=None) -> list[dict]:
         f"Median of {repeats} interleaved samples ({warmup} warm-up rounds), one process. `others' CPU share`: "
         "CPU time used by other processes while sampling (0 = undisturbed, 0.5 = one core).",
     ]
-    H.print_table(NAME, rows, columns, notes)
-    if not args.no_write:
-        H.write_results(NAME, rows, meta, columns=columns, notes=notes)
+    H.report(NAME, rows, meta, columns, notes, write=not args.no_write)
     return rows
 
 

@@ -219,11 +219,7 @@ def to_dense(t: TT) -> jax.Array:
       (2, 3, 4)
     """
     _check_tt(t)
-    out = t.cores[0].reshape(t.dims[0], t.ranks[1])
-    for core in t.cores[1:]:
-        r, n, r_next = core.shape
-        out = jnp.matmul(out, core.reshape(r, n * r_next), precision=_HIGHEST).reshape(-1, r_next)
-    return out.reshape(t.dims)
+    return _left_block(t, t.ndim).reshape(t.dims)
 
 
 # ----------------------------------------------------------------------------------------- gauge and truncation
@@ -306,9 +302,7 @@ def round(t: TT, *, max_rank: int | None = None, rtol: float | None = None) -> T
     if rtol is not None:
         for c in t.cores:
             _require_concrete(c, "round")
-    cores = list(t.cores)
-    for k in range(d - 1, 0, -1):
-        cores[k - 1], cores[k] = _orthonormalize_right(cores[k - 1], cores[k])
+    cores = list(orthogonalize(t, 0).cores)
     abs_tol = None
     if rtol is not None:
         nrm = float(_concrete(jnp.linalg.norm(cores[0])))
@@ -508,10 +502,7 @@ def norm(t: TT) -> jax.Array:
       True
     """
     _check_tt(t)
-    cores = list(t.cores)
-    for k in range(t.ndim - 1):
-        cores[k], cores[k + 1] = _orthonormalize_left(cores[k], cores[k + 1])
-    last = cores[-1].reshape(-1)
+    last = orthogonalize(t, -1).cores[-1].reshape(-1)
     # The norm of a vector with a derivative that is finite at zero.
     sq = jnp.real(jnp.vdot(last, last))
     safe = jnp.where(sq > 0, sq, 1.0)
