@@ -12,8 +12,8 @@ Example:
 """
 
 from tnkit import interop, tt, ttm
-from tnkit.formats import TT, TTMatrix
+from tnkit.formats import CP, TR, TT, TTMatrix, Tucker
 
 __version__ = "0.1.0"
 
-__all__ = ["TT", "TTMatrix", "tt", "ttm", "interop", "__version__"]
+__all__ = ["TT", "TTMatrix", "TR", "Tucker", "CP", "tt", "ttm", "interop", "__version__"]
