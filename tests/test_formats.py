@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tnkit import TT, TTMatrix, tt, ttm
+from tnkit import CP, TR, TT, TTMatrix, Tucker, tt, ttm
 
 
 def _cores(ranks, dims, dtype=jnp.float64):
@@ -137,3 +137,85 @@ class TestTTMatrix:
         np.testing.assert_allclose(ttm.to_dense(a + a), 2 * wa, atol=1e-12)
         np.testing.assert_allclose(ttm.to_dense(a - a), 0 * wa, atol=1e-12)
         np.testing.assert_allclose(ttm.to_dense(3.0 * a), 3 * wa, atol=1e-12)
+
+
+class TestTR:
+    def test_properties_and_dense_meaning(self):
+        rng = np.random.default_rng(0)
+        cores = [jnp.asarray(rng.standard_normal(s)) for s in ((2, 3, 4), (4, 5, 2))]
+        t = TR(cores)
+        assert t.dims == t.shape == (3, 5) and t.ranks == (2, 4, 2) and t.ndim == 2
+        assert t.num_params == 24 + 40 and t.batch_shape == ()
+        assert repr(t) == "TR(dims=(3, 5), ranks=(2, 4, 2), dtype=float64)"
+        leaves, treedef = jax.tree_util.tree_flatten(t)
+        assert len(leaves) == 2 and isinstance(jax.tree_util.tree_unflatten(treedef, leaves), TR)
+
+    @pytest.mark.parametrize(
+        "cores, match",
+        [
+            ([jnp.ones((2, 3, 4)), jnp.ones((4, 5, 3))], r"cores\[1\] has shape \(4, 5, 3\): expected right rank 2"),
+            ([jnp.ones((2, 3, 4)), jnp.ones((3, 5, 2))], r"cores\[1\] has shape \(3, 5, 2\): expected shape \(4, 5, 2\)"),
+            ([jnp.ones((2, 3))], r"cores\[0\] has shape \(2, 3\): expected a 3-D core"),
+        ],
+    )
+    def test_validation_errors(self, cores, match):
+        with pytest.raises(ValueError, match=match):
+            TR(cores)
+
+    def test_a_tt_is_a_ring_of_rank_one(self):
+        assert TR(_cores((1, 2, 1), (3, 4))).ranks == (1, 2, 1)
+
+    def test_immutable(self):
+        with pytest.raises(AttributeError, match="immutable"):
+            TR(_cores((1, 1), (2,))).cores = ()
+
+
+class TestTucker:
+    def test_properties_pytree_and_vmap(self):
+        t = Tucker(jnp.ones((2, 3)), [jnp.ones((4, 2)), jnp.ones((5, 3))])
+        assert t.dims == (4, 5) and t.ranks == (2, 3) and t.ndim == 2
+        assert t.num_params == 6 + 8 + 15 and t.batch_shape == ()
+        assert repr(t) == "Tucker(dims=(4, 5), ranks=(2, 3), dtype=float64)"
+        leaves = jax.tree_util.tree_leaves(t)
+        assert len(leaves) == 3
+        batch = jax.vmap(lambda c: Tucker(c, [2 * f for f in t.factors]))(jnp.ones((7, 2, 3)))
+        assert batch.core.shape == (7, 2, 3) and batch.batch_shape == (7,)
+        assert batch.ranks == (2, 3) and batch.dims == (4, 5)
+        doubled = jax.tree_util.tree_map(lambda a: 2 * a, t)
+        assert isinstance(doubled, Tucker) and float(doubled.factors[1][0, 0]) == 2.0
+
+    @pytest.mark.parametrize(
+        "core, factors, exc, match",
+        [
+            (jnp.ones((2, 4)), [jnp.ones((4, 2)), jnp.ones((5, 3))], ValueError, r"core has shape \(2, 4\): expected \(2, 3\)"),
+            (jnp.ones((2,)), [jnp.ones((4, 2, 1))], ValueError, r"factors\[0\] has shape \(4, 2, 1\): expected a matrix"),
+            (jnp.ones((2,)), [], ValueError, "at least one matrix"),
+            (jnp.ones((2,), jnp.float32), [jnp.ones((4, 2))], TypeError, "share one dtype"),
+            (jnp.ones((2,)), [jnp.ones((4, 2), jnp.int32)], TypeError, r"factors\[0\] has dtype int32"),
+        ],
+    )
+    def test_validation_errors(self, core, factors, exc, match):
+        with pytest.raises(exc, match=match):
+            Tucker(core, factors)
+
+
+class TestCP:
+    def test_properties_and_pytree(self):
+        c = CP(jnp.ones(3), [jnp.ones((4, 3)), jnp.ones((5, 3))])
+        assert c.dims == (4, 5) and c.rank == 3 and c.ndim == 2 and c.num_params == 3 + 12 + 15
+        assert repr(c) == "CP(dims=(4, 5), rank=3, dtype=float64)"
+        out = jax.jit(lambda x: x)(c)
+        assert isinstance(out, CP) and out.rank == 3
+        with pytest.raises(AttributeError, match="immutable"):
+            c.weights = jnp.zeros(3)
+
+    @pytest.mark.parametrize(
+        "weights, factors, match",
+        [
+            (jnp.ones(3), [jnp.ones((4, 3)), jnp.ones((5, 2))], r"factors\[1\] has shape \(5, 2\): expected \(5, 3\)"),
+            (jnp.ones(2), [jnp.ones((4, 3))], r"weights has shape \(2,\): expected \(3,\)"),
+        ],
+    )
+    def test_validation_errors(self, weights, factors, match):
+        with pytest.raises(ValueError, match=match):
+            CP(weights, factors)
