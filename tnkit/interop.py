@@ -73,6 +73,8 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
 __all__ = [
     "to_tensornetwork_mps",
     "from_tensornetwork_mps",
+    "to_tensornetwork_mpo",
+    "from_tensornetwork_mpo",
     "to_tensornetwork_nodes",
     "from_tensornetwork_nodes",
     "to_tensorly",
@@ -282,6 +284,87 @@ def from_tensornetwork_mps(mps: tensornetwork.FiniteMPS) -> TT:
         raise TypeError(f"mps must be a tensornetwork.FiniteMPS, got {type(mps).__name__}")
     tensors = [mps.get_tensor(k) for k in range(len(mps))]
     return TT(_chain_cores(tensors, lambda k: f"mps.tensors[{k}]", "mps", "(D_left, d, D_right)", 3))
+
+
+# ------------------------------------------------------------------------------------------- TensorNetwork: MPO
+
+
+def to_tensornetwork_mpo(a: TTMatrix, backend: str = "numpy") -> tensornetwork.FiniteMPO:
+    """A ``tensornetwork.FiniteMPO`` representing the same operator as the TT-matrix ``a``.
+
+    TensorNetwork stores MPO tensors as ``(D_left, D_right, d_out, d_in)`` (its DMRG contracts the MPS's physical
+    leg with the last axis), tnkit as ``(r_{k-1}, m_k, n_k, r_k)`` with ``m`` the row (output) and ``n`` the column
+    (input) mode, so each core is transposed by ``(0, 3, 1, 2)``.
+
+    Args:
+      a: an unbatched :class:`tnkit.TTMatrix`.
+      backend: ``"numpy"`` (default) or ``"jax"``, as in :func:`to_tensornetwork_mps`.
+
+    Returns:
+      A ``FiniteMPO`` with ``bond_dimensions == list(a.ranks)``.
+
+    Raises:
+      TypeError: ``a`` is not a ``tnkit.TTMatrix``.
+      ValueError: ``a`` is batched or ``backend`` is unknown.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit import interop, ttm
+      >>> a = ttm.random(jax.random.key(0), (2, 3), (4, 5), 2)
+      >>> mpo = interop.to_tensornetwork_mpo(a)
+      >>> mpo.bond_dimensions, [t.shape for t in mpo.tensors]
+      ([1, 2, 1], [(1, 2, 2, 4), (2, 1, 3, 5)])
+      >>> back = interop.from_tensornetwork_mpo(mpo)
+      >>> bool(jnp.allclose(ttm.to_dense(back), ttm.to_dense(a)))
+      True
+    """
+    _check_format(a, TTMatrix, "a")
+    backend = _check_backend(backend)
+    tn = _import_tensornetwork()
+    tensors = [_for_tn_backend(jnp.transpose(c, (0, 3, 1, 2)), backend) for c in a.cores]
+    return tn.FiniteMPO(tensors, backend=backend)
+
+
+def from_tensornetwork_mpo(mpo: tensornetwork.FiniteMPO) -> TTMatrix:
+    """The :class:`tnkit.TTMatrix` of a ``tensornetwork.FiniteMPO`` (tensors ``(D_left, D_right, d_out, d_in)``).
+
+    Model MPOs such as ``tn.matrixproductstates.mpo.FiniteXXZ`` convert directly; row modes are TensorNetwork's
+    output legs, column modes its input legs (see :func:`to_tensornetwork_mpo`).
+
+    Args:
+      mpo: a ``FiniteMPO`` (any backend) with open boundaries ``D_left = 1`` at the first and ``D_right = 1`` at the
+        last site.
+
+    Returns:
+      A TTMatrix with ``ranks == tuple(mpo.bond_dimensions)``.
+
+    Raises:
+      TypeError: ``mpo`` is not a ``FiniteMPO`` or its tensors are not floating or complex.
+      ValueError: a tensor is not 4-D or the bonds do not chain.
+
+    Example:
+      >>> import numpy as np
+      >>> from tensornetwork.matrixproductstates.mpo import FiniteXXZ
+      >>> from tnkit import interop, ttm
+      >>> h = interop.from_tensornetwork_mpo(FiniteXXZ(np.ones(3), np.ones(3), np.zeros(4), dtype=np.float32))
+      >>> h.shape, h.ranks
+      ((16, 16), (1, 5, 5, 5, 1))
+      >>> w = np.asarray(ttm.to_dense(h))
+      >>> bool(np.allclose(w, w.T))  # the Heisenberg Hamiltonian is symmetric
+      True
+    """
+    tn = _import_tensornetwork()
+    if not isinstance(mpo, tn.matrixproductstates.mpo.FiniteMPO):
+        raise TypeError(f"mpo must be a tensornetwork FiniteMPO, got {type(mpo).__name__}")
+    tensors = []
+    for k, tensor in enumerate(mpo.tensors):
+        if getattr(tensor, "ndim", None) != 4:
+            raise ValueError(
+                f"mpo.tensors[{k}] has shape {getattr(tensor, 'shape', None)}: expected a 4-D tensor of shape "
+                "(D_left, D_right, d_out, d_in)"
+            )
+        tensors.append(np.transpose(np.asarray(tensor), (0, 2, 3, 1)))
+    return TTMatrix(_chain_cores(tensors, lambda k: f"mpo.tensors[{k}] (transposed)", "mpo", "(r, m, n, r)", 4))
 
 
 # ----------------------------------------------------------------------------------------- TensorNetwork: nodes
