@@ -92,3 +92,11 @@ def test_truncation_rank():
     assert _linalg.truncation_rank(s, max_rank=None, abs_tol=1.01) == 2
     assert _linalg.truncation_rank(s, max_rank=None, abs_tol=100.0) == 1
     assert _linalg.truncation_rank(s, max_rank=None, abs_tol=0.0) == 4
+
+
+def test_qr_derivative_through_jit():
+    # Regression: the custom JVP returned a tuple while the primal returned a QRResult, so grad/jvp of a jitted
+    # function reaching left_orthonormal failed with a pytree-structure mismatch.
+    a = jnp.arange(12.0).reshape(4, 3) + jnp.eye(4, 3)
+    f = jax.jit(lambda a: jnp.sum(_linalg.left_orthonormal(a)[1] ** 2))  # ||R||^2 = ||a||^2
+    np.testing.assert_allclose(jax.grad(f)(a), 2 * a, rtol=1e-10)

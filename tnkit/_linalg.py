@@ -151,7 +151,8 @@ def _left_svd_jvp(rank, method, primals, tangents):
 
 @jax.custom_jvp
 def _thin_qr(a):
-    return jnp.linalg.qr(a)
+    q, r = jnp.linalg.qr(a)  # a plain tuple: the JVP rule must return the same pytree structure
+    return q, r
 
 
 def _pinv_triangular(r):
