@@ -11,9 +11,9 @@ Example:
   (1, 1, 1, 1)
 """
 
-from tnkit import contract, interop, tt, ttm
+from tnkit import contract, cp, interop, tt, ttm
 from tnkit.formats import CP, TR, TT, TTMatrix, Tucker
 
 __version__ = "0.1.0"
 
-__all__ = ["TT", "TTMatrix", "TR", "Tucker", "CP", "tt", "ttm", "contract", "interop", "__version__"]
+__all__ = ["TT", "TTMatrix", "TR", "Tucker", "CP", "tt", "ttm", "contract", "cp", "interop", "__version__"]
