@@ -350,6 +350,11 @@ class TR(_Format):
 
         return tr.add(self, other) if isinstance(other, TR) else NotImplemented
 
+    def __sub__(self, other):
+        from tnkit import tr
+
+        return tr.sub(self, other) if isinstance(other, TR) else NotImplemented
+
     def __neg__(self):
         from tnkit import tr
 
