@@ -215,31 +215,31 @@ class TestALS:
     @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
     def test_recovers_a_low_rank_ring(self, dtype):
         x = to_dense(rand_tr(8, ALS_DIMS, ALS_RANKS, dtype))
-        res = tr.als(x, ALS_RANKS, key=jax.random.key(1), num_iters=ALS_ITERS, tol=0.0)
-        assert res.tr.ranks == (2,) * 4 and res.tr.dtype == dtype
-        e = np.asarray(res.errors)
+        fit, info = tr.als(x, ALS_RANKS, key=jax.random.key(1), num_iters=ALS_ITERS, tol=0.0)
+        assert fit.ranks == (2,) * 4 and fit.dtype == dtype
+        e = np.asarray(info.errors)
         assert e[-1] < 1e-10
-        assert rel_err(to_dense(res.tr), x) < 1e-10  # the reported error is the true one
+        assert rel_err(to_dense(fit), x) < 1e-10  # the reported error is the true one
         # Every core update is an exact least-squares solve: the error does not rise (up to rounding).
         assert np.all(np.diff(e) <= 1e-12)
 
     def test_starts_from_tr_svd_and_never_gets_worse(self):
         x = jnp.asarray(graded_tensor(ALS_DIMS, decay=0.7, seed=3))
-        res = tr.als(x, ALS_RANKS, num_iters=ALS_ITERS, tol=0.0)
+        fit, info = tr.als(x, ALS_RANKS, num_iters=ALS_ITERS, tol=0.0)
         e_svd = rel_err(to_dense(from_dense(x, ranks=ALS_RANKS)), x)
-        e = np.asarray(res.errors)
+        e = np.asarray(info.errors)
         assert e[0] <= e_svd and e[-1] < 0.9 * e_svd
         assert np.all(np.diff(e) <= 1e-12)
         # Warm start from the result: the first sweep is no worse than where it left off.
-        again = tr.als(x, ALS_RANKS, init=res.tr, num_iters=ALS_ITERS, tol=0.0)
+        _, again = tr.als(x, ALS_RANKS, init=fit, num_iters=ALS_ITERS, tol=0.0)
         assert float(again.errors[0]) <= e[-1] + 1e-12
 
     def test_stopping_rule(self):
         x = jnp.asarray(graded_tensor(ALS_DIMS, decay=0.7, seed=3))
-        res = tr.als(x, ALS_RANKS, num_iters=ALS_ITERS, tol=1e-2)
-        n = int(res.num_sweeps)
-        e = np.asarray(res.errors)
-        assert 2 <= n < ALS_ITERS
+        _, info = tr.als(x, ALS_RANKS, num_iters=ALS_ITERS, tol=1e-2)
+        n = int(info.iterations)
+        e = np.asarray(info.errors)
+        assert 2 <= n < ALS_ITERS and bool(info.converged)
         assert e[n - 2] - e[n - 1] < 1e-2  # the rule that stopped it
         assert np.all(e[n:] == e[n - 1])  # the tail repeats the last error
 
@@ -247,12 +247,12 @@ class TestALS:
         # Rings of ranks 3 fitted at ranks 2, from the TR-SVD start.
         xs = jnp.stack([to_dense(rand_tr(s, (4, 4, 4), 3)) for s in range(3)])
         f = jax.jit(jax.vmap(functools.partial(tr.als, ranks=(2, 2, 2), num_iters=6, tol=0.0)))
-        batched = f(xs)
-        assert batched.tr.batch_shape == (3,) and batched.errors.shape == (3, 6)
-        assert batched.num_sweeps.shape == (3,)
-        dense = jax.vmap(tr.to_dense)(batched.tr)
+        fits, info = f(xs)
+        assert fits.batch_shape == (3,) and info.errors.shape == (3, 6)
+        assert info.iterations.shape == (3,)
+        dense = jax.vmap(tr.to_dense)(fits)
         for b in range(3):
-            e = np.asarray(batched.errors[b])
+            e = np.asarray(info.errors[b])
             np.testing.assert_allclose(e[-1], rel_err(dense[b], xs[b]), rtol=1e-6)  # each member's true error
             assert np.all(np.diff(e) <= 1e-12) and e[-1] < e[0]
 

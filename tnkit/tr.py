@@ -48,7 +48,7 @@ from tnkit.tt import _check_dims, _concrete, _left_svd_with_tolerance, _require_
 __all__ = [
     "from_dense",
     "als",
-    "ALSResult",
+    "ALSInfo",
     "to_dense",
     "round",
     "from_tt",
@@ -342,19 +342,19 @@ def to_dense(t: TR) -> jax.Array:
 # ------------------------------------------------------------------------------------------ alternating least squares
 
 
-class ALSResult(NamedTuple):
-    """What :func:`als` returns.
+class ALSInfo(NamedTuple):
+    """What happened in :func:`als` (the same fields as :class:`tnkit.cp.ALSInfo` where they apply).
 
     Attributes:
-      tr: the fitted :class:`tnkit.TR`.
+      iterations: int32 scalar: the number of sweeps run, ``1 <= iterations <= num_iters``.
       errors: shape ``(num_iters,)``, real: the relative error ``||x - to_dense(tr)|| / ||x||`` after each sweep.
-        Entries from ``num_sweeps`` on (sweeps not run because the stopping rule fired) repeat the last error.
-      num_sweeps: int32 scalar: the number of sweeps run, ``1 <= num_sweeps <= num_iters``.
+        Entries from ``iterations`` on (sweeps not run because the stopping rule fired) repeat the last error.
+      converged: bool scalar: whether the loop stopped because a sweep decreased the error by less than ``tol``.
     """
 
-    tr: TR
+    iterations: jax.Array  # () int32
     errors: jax.Array  # (num_iters,) real
-    num_sweeps: jax.Array  # () int32
+    converged: jax.Array  # () bool
 
 
 def _transfer(core: jax.Array) -> jax.Array:
@@ -413,7 +413,7 @@ def als(
     num_iters: int = 100,
     tol: float = 1e-6,
     ridge: float | None = None,
-) -> ALSResult:
+) -> tuple[TR, ALSInfo]:
     """Tensor ring of fixed ranks fitted to a dense tensor by alternating least squares (TR-ALS).
 
     Each sweep updates the cores ``k = 1, ..., d`` in turn. Core ``k`` solves the linear least-squares problem
@@ -453,16 +453,16 @@ def als(
       ridge: relative Tikhonov parameter, ``>= 0``; default ``10 * eps`` of the dtype.
 
     Returns:
-      An :class:`ALSResult` ``(tr, errors, num_sweeps)``.
+      ``(t, info)``: the fitted :class:`tnkit.TR` and an :class:`ALSInfo`.
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from tnkit import tr
       >>> x = tr.to_dense(tr.random(jax.random.key(0), (4, 5, 4, 5), 2))
-      >>> res = tr.als(x, 2, key=jax.random.key(0), num_iters=50, tol=0.0)
-      >>> res.tr.ranks, res.errors.shape
+      >>> fit, info = tr.als(x, 2, key=jax.random.key(0), num_iters=50, tol=0.0)
+      >>> fit.ranks, info.errors.shape
       ((2, 2, 2, 2, 2), (50,))
-      >>> bool(res.errors[-1] < 1e-3)
+      >>> bool(info.errors[-1] < 1e-3)
       True
     """
     x = _check_dense(x)
@@ -505,8 +505,8 @@ def als(
         cores = list(_jit_from_dense(x, ranks=ranks).cores)
 
     dtype = jnp.finfo(x.dtype).dtype
-    cores, errors, it = _als_loop(x, tuple(cores), jnp.asarray(tol, dtype), jnp.asarray(ridge, dtype), num_iters)
-    return ALSResult(TR(cores), errors, it)
+    cores, errors, it, done = _als_loop(x, tuple(cores), jnp.asarray(tol, dtype), jnp.asarray(ridge, dtype), num_iters)
+    return TR(cores), ALSInfo(it, errors, done)
 
 
 # The starts of als, compiled as a whole: cheaper than running them op by op when als is called eagerly.
@@ -540,9 +540,9 @@ def _als_loop(x, cores, tol, ridge, num_iters):
 
     errors0 = jnp.zeros((num_iters,), scale_.dtype)
     state = (jnp.int32(0), tuple(cores), errors0, jnp.asarray(False))
-    it, cores, errors, _ = lax.while_loop(cond, body, state)
+    it, cores, errors, done = lax.while_loop(cond, body, state)
     errors = jnp.where(jnp.arange(num_iters) < it, errors, errors[it - 1])
-    return cores, errors, it
+    return cores, errors, it, done
 
 
 # ------------------------------------------------------------------------------------------- conversions and rounding
