@@ -25,6 +25,7 @@ SCRIPTS = {
     "tt_round": "bench_tt_round.py",
     "t3f_workload": "bench_t3f_workload.py",
     "compile": "bench_compile.py",
+    "tucker": "bench_tucker.py",
     "tr_svd": "bench_tr_svd.py",
     "kron_matvec": "bench_kron_matvec.py",
     "cp_als": "bench_cp_als.py",
