@@ -25,6 +25,7 @@ SCRIPTS = {
     "tt_round": "bench_tt_round.py",
     "t3f_workload": "bench_t3f_workload.py",
     "compile": "bench_compile.py",
+    "ht_svd": "bench_ht_svd.py",
     "tucker": "bench_tucker.py",
     "tr_svd": "bench_tr_svd.py",
     "kron_matvec": "bench_kron_matvec.py",

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["tnkit", "tnkit.formats", "tnkit.tt", "tnkit.ttm", "tnkit.interop", "tnkit.contract", "tnkit.cp", "tnkit.kron", "tnkit.tr", "tnkit.tucker", "tnkit._linalg"]
+MODULES = ["tnkit", "tnkit.formats", "tnkit.tt", "tnkit.ttm", "tnkit.interop", "tnkit.contract", "tnkit.cp", "tnkit.kron", "tnkit.tr", "tnkit.tucker", "tnkit.tree", "tnkit._linalg"]
 
 
 @pytest.mark.parametrize("name", MODULES)

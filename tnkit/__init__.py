@@ -11,10 +11,11 @@ Example:
   (1, 1, 1, 1)
 """
 
-from tnkit import contract, cp, interop, kron, tr, tt, ttm, tucker
+from tnkit import contract, cp, interop, kron, tr, tree, tt, ttm, tucker
 from tnkit.formats import CP, TR, TT, TTMatrix, Tucker
 from tnkit.kron import Kron, KronSum
+from tnkit.tree import DimensionTree, TreeTN
 
 __version__ = "0.1.0"
 
-__all__ = ["TT", "TTMatrix", "TR", "Tucker", "CP", "Kron", "KronSum", "tt", "ttm", "contract", "cp", "kron", "tr", "tucker", "interop", "__version__"]
+__all__ = ["TT", "TTMatrix", "TR", "Tucker", "CP", "Kron", "KronSum", "TreeTN", "DimensionTree", "tt", "ttm", "contract", "cp", "kron", "tr", "tucker", "tree", "interop", "__version__"]
