@@ -1,7 +1,10 @@
 """tnkit: tensor networks for JAX.
 
-Formats are immutable pytrees (:class:`TT`, :class:`TTMatrix`); the algebra lives in pure-function modules
-(:mod:`tnkit.tt`, :mod:`tnkit.ttm`); :mod:`tnkit.interop` converts to and from TensorNetwork and TensorLy.
+Formats are immutable pytrees: :class:`TT`, :class:`TTMatrix`, :class:`TR`, :class:`Tucker`, :class:`CP`,
+:class:`TreeTN` (on a static :class:`DimensionTree`), :class:`Kron` and :class:`KronSum`. The algebra of each lives
+in a pure-function module of the same name (:mod:`tnkit.tt`, :mod:`tnkit.ttm`, :mod:`tnkit.tr`,
+:mod:`tnkit.tucker`, :mod:`tnkit.cp`, :mod:`tnkit.tree`, :mod:`tnkit.kron`); :mod:`tnkit.contract` contracts
+arbitrary networks, and :mod:`tnkit.interop` converts to and from TensorNetwork and TensorLy.
 
 Example:
   >>> import jax.numpy as jnp
@@ -18,4 +21,24 @@ from tnkit.tree import DimensionTree, TreeTN
 
 __version__ = "0.1.0"
 
-__all__ = ["TT", "TTMatrix", "TR", "Tucker", "CP", "Kron", "KronSum", "TreeTN", "DimensionTree", "tt", "ttm", "contract", "cp", "kron", "tr", "tucker", "tree", "interop", "__version__"]
+__all__ = [
+    "TT",
+    "TTMatrix",
+    "TR",
+    "Tucker",
+    "CP",
+    "TreeTN",
+    "DimensionTree",
+    "Kron",
+    "KronSum",
+    "tt",
+    "ttm",
+    "tr",
+    "tucker",
+    "cp",
+    "tree",
+    "kron",
+    "contract",
+    "interop",
+    "__version__",
+]
