@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tnkit import _linalg
+from tnkit import _checks, _linalg
 from tnkit.formats import CP, TT, Tucker
 
 __all__ = [
@@ -353,20 +353,7 @@ def get(t: CP, index) -> jax.Array:
       True
     """
     _check_cp(t)
-    index = jnp.asarray(index)
-    if not jnp.issubdtype(index.dtype, jnp.integer):
-        raise TypeError(f"index must be an integer array, got dtype {index.dtype}")
-    single = index.ndim == 1
-    if single:
-        index = index[None, :]
-    if index.ndim != 2 or index.shape[1] != t.ndim:
-        raise ValueError(f"index must have shape (batch, {t.ndim}) for a CP with {t.ndim} modes, got {index.shape}")
-    if not isinstance(index, jax.core.Tracer):
-        idx = np.asarray(index)
-        bad = (idx < 0) | (idx >= np.asarray(t.dims))
-        if bad.any():
-            b, k = np.argwhere(bad)[0]
-            raise IndexError(f"index[{b}, {k}] = {idx[b, k]} is out of range for mode {k} of size {t.dims[k]}")
+    index, single = _checks.element_index(index, t.dims, "CP")
     rows = t.weights[None, :]
     for k, f in enumerate(t.factors):
         rows = rows * jnp.take(f, index[:, k], axis=0)

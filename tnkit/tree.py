@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tnkit import _linalg
+from tnkit import _checks, _linalg
 from tnkit._linalg import SVDMethod
 from tnkit.formats import TT, TTMatrix
 from tnkit.tt import _check_rtol, _concrete, _left_svd_with_tolerance, _require_concrete
@@ -1058,21 +1058,7 @@ def get(t: TreeTN, index) -> jax.Array:
       True
     """
     _check_treetn(t)
-    index = jnp.asarray(index)
-    if not jnp.issubdtype(index.dtype, jnp.integer):
-        raise TypeError(f"index must be an integer array, got dtype {index.dtype}")
-    single = index.ndim == 1
-    if single:
-        index = index[None, :]
-    d = t.ndim
-    if index.ndim != 2 or index.shape[1] != d:
-        raise ValueError(f"index must have shape (batch, {d}) for a TreeTN with {d} modes, got {index.shape}")
-    if not isinstance(index, jax.core.Tracer):
-        idx = np.asarray(index)
-        bad = (idx < 0) | (idx >= np.asarray(t.dims))
-        if bad.any():
-            b, k = np.argwhere(bad)[0]
-            raise IndexError(f"index[{b}, {k}] = {idx[b, k]} is out of range for mode {k} of size {t.dims[k]}")
+    index, single = _checks.element_index(index, t.dims, "TreeTN")
     out = _get(t, index)
     return out[0] if single else out
 

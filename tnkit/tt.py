@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import concrete_or_error
 
-from tnkit import _linalg
+from tnkit import _checks, _linalg
 from tnkit._linalg import SVDMethod
 from tnkit.formats import TT
 
@@ -533,20 +533,7 @@ def get(t: TT, index) -> jax.Array:
       True
     """
     _check_tt(t)
-    index = jnp.asarray(index)
-    if not jnp.issubdtype(index.dtype, jnp.integer):
-        raise TypeError(f"index must be an integer array, got dtype {index.dtype}")
-    single = index.ndim == 1
-    if single:
-        index = index[None, :]
-    if index.ndim != 2 or index.shape[1] != t.ndim:
-        raise ValueError(f"index must have shape (batch, {t.ndim}) for a TT with {t.ndim} modes, got {index.shape}")
-    if not isinstance(index, jax.core.Tracer):
-        idx = np.asarray(index)
-        bad = (idx < 0) | (idx >= np.asarray(t.dims))
-        if bad.any():
-            b, k = np.argwhere(bad)[0]
-            raise IndexError(f"index[{b}, {k}] = {idx[b, k]} is out of range for mode {k} of size {t.dims[k]}")
+    index, single = _checks.element_index(index, t.dims, "TT")
     vec = t.cores[0][0, index[:, 0], :]  # (batch, r_1)
     for k in range(1, t.ndim):
         mats = jnp.take(t.cores[k], index[:, k], axis=1)  # (r_{k-1}, batch, r_k)
