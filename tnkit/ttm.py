@@ -35,6 +35,7 @@ __all__ = [
     "to_dense",
     "apply",
     "apply_cost",
+    "mode_costs",
     "ApplyOrder",
     "matvec",
     "matmul",
@@ -159,8 +160,20 @@ def apply_cost(a: TTMatrix, batch: int) -> dict[ApplyOrder, int]:
       >>> min(costs, key=costs.get).name
       'LEFT_TO_RIGHT'
     """
-    m, n, r = a.row_dims, a.col_dims, a.ranks
-    d = a.ndim
+    return mode_costs(a.row_dims, a.col_dims, a.ranks, batch)
+
+
+def mode_costs(row_dims, col_dims, ranks, batch: int) -> dict[ApplyOrder, int]:
+    """:func:`apply_cost` from the shapes alone (no cores needed), for cost models of layers.
+
+    Example:
+      >>> from tnkit import ttm
+      >>> costs = ttm.mode_costs((2, 2), (3, 3), (1, 4, 1), batch=10)
+      >>> costs[ttm.ApplyOrder.DENSE] == ttm.mode_costs((2, 2), (3, 3), (1, 4, 1), batch=0)[ttm.ApplyOrder.DENSE] + 10 * 36
+      True
+    """
+    m, n, r = tuple(row_dims), tuple(col_dims), tuple(ranks)
+    d = len(m)
     ltr = sum(batch * math.prod(m[:k]) * math.prod(n[k + 1 :]) * r[k] * n[k] * m[k] * r[k + 1] for k in range(d))
     rtl = sum(batch * math.prod(n[:k]) * math.prod(m[k + 1 :]) * r[k] * n[k] * m[k] * r[k + 1] for k in range(d))
     build = sum(math.prod(m[:k]) * math.prod(n[:k]) * r[k] * m[k] * n[k] * r[k + 1] for k in range(d))

@@ -1,0 +1,23 @@
+"""Tensorized layers for Equinox: twins of the :mod:`tnkit.nn` layers on the same functional core.
+
+Same arguments as the nnx layers, with ``key`` instead of ``rngs``; the modules are ordinary Equinox pytrees
+(spec, dtypes and implementation are static fields), so ``eqx.filter_jit``/``eqx.filter_grad`` and optax work as
+usual. Inputs may carry any leading batch axes.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from tnkit import eqx as teqx
+  >>> layer = teqx.TTLinear(64, 64, ranks=4, key=jax.random.key(0))
+  >>> layer(jnp.ones((2, 64))).shape
+  (2, 64)
+"""
+
+from tnkit.eqx._base import StructuredLayer
+from tnkit.eqx._tt import TTLinear
+from tnkit.layers import Implementation
+
+__all__ = [
+    "Implementation",
+    "StructuredLayer",
+    "TTLinear",
+]
