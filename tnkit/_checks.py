@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import concrete_or_error
 
 
 def element_index(index, dims: Sequence[int], what: str) -> tuple[jax.Array, bool]:
@@ -37,3 +39,48 @@ def element_index(index, dims: Sequence[int], what: str) -> tuple[jax.Array, boo
             b, k = np.argwhere(bad)[0]
             raise IndexError(f"index[{b}, {k}] = {idx[b, k]} is out of range for mode {k} of size {dims[k]}")
     return index, single
+
+
+def check_max_rank(max_rank) -> None:
+    if max_rank is not None and (not isinstance(max_rank, (int, np.integer)) or max_rank < 1):
+        raise ValueError(f"max_rank must be a positive int or None, got {max_rank!r}")
+
+
+def check_rtol(rtol) -> None:
+    if rtol is None:
+        return
+    if not isinstance(rtol, (int, float, np.floating)) or not (0 <= rtol < math.inf):
+        raise ValueError(f"rtol must be a non-negative finite float or None, got {rtol!r}")
+
+
+def validate_rank_request(max_rank, rtol) -> None:
+    check_max_rank(max_rank)
+    check_rtol(rtol)
+
+
+def require_concrete(x, fname: str) -> None:
+    """Raise a clear error when ``x`` has no concrete value (under ``jit`` or ``vmap``); ``grad`` is fine."""
+    if isinstance(x, jax.core.Tracer):
+        try:
+            concrete_or_error(None, x)
+        except jax.errors.ConcretizationTypeError:
+            raise ValueError(
+                f"{fname}(..., rtol=...) chooses ranks from the data, so it cannot run under jax.jit or jax.vmap "
+                "(which abstract the values). Call it outside those transformations (jax.grad is fine), or pass "
+                "max_rank alone, which gives static shapes."
+            ) from None
+
+
+def concrete(x) -> np.ndarray:
+    """A NumPy copy of a concrete value (also inside ``jax.grad``), for rank decisions."""
+    return np.asarray(concrete_or_error(None, x) if isinstance(x, jax.core.Tracer) else x)
+
+
+def check_dims(dims) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(n) for n in dims)
+    except TypeError:
+        raise TypeError(f"dims must be a sequence of ints, got {dims!r}") from None
+    if not dims or any(n < 1 for n in dims):
+        raise ValueError(f"dims must be a non-empty sequence of positive ints, got {dims}")
+    return dims

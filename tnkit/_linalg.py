@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from tnkit import _checks
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -216,3 +219,24 @@ def truncation_rank(s, *, max_rank: int | None, abs_tol: float | None) -> int:
     tail = np.concatenate([np.cumsum((s * s)[::-1])[::-1], [0.0]])  # tail[r] = sum_{i >= r} s_i^2
     needed = int(np.argmax(tail <= abs_tol**2))  # tail[k] = 0, so some r qualifies
     return max(1, min(rank, needed))
+
+
+def left_svd_with_tolerance(a, max_rank, abs_tol, method):
+    """Eager: factor ``a`` and pick the smallest rank whose discarded tail is at most ``abs_tol``."""
+    m, n = a.shape
+    k = min(m, n)
+    if method is SVDMethod.AUTO and m <= n:
+        u, s = left_svd(a, k, SVDMethod.GRAM)
+        lam = _checks.concrete(s).astype(np.float64) ** 2
+        # Gram eigenvalues carry an absolute error of about `noise` each (see gram_is_reliable): choose the
+        # rank from a tail inflated by that error, and shrink the budget by the 0.01% the Gram route may add.
+        noise = (math.sqrt(n) + m) * np.finfo(_checks.concrete(s).dtype).eps * lam[0]
+        tail = np.concatenate([np.cumsum(lam[::-1])[::-1], [0.0]]) + noise * (k - np.arange(k + 1))
+        rank = max(1, int(np.argmax(tail <= abs_tol**2 / 1.0001)))
+        rank = rank if max_rank is None else min(rank, max_rank)
+        # Below ~k * noise the Gram spectrum cannot tell which singular values fit the budget.
+        if abs_tol**2 >= 2 * k * noise and bool(gram_is_reliable(s, rank, n)):
+            return u, rank
+        method = SVDMethod.ACCURATE
+    u, s = left_svd(a, k, method)
+    return u, truncation_rank(_checks.concrete(s), max_rank=max_rank, abs_tol=abs_tol)

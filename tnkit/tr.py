@@ -43,7 +43,11 @@ from tnkit import _checks, _linalg
 from tnkit import tt as _tt
 from tnkit._linalg import SVDMethod
 from tnkit.formats import TR, TT
-from tnkit.tt import _check_dims, _concrete, _left_svd_with_tolerance, _require_concrete, _validate_rank_request
+from tnkit._checks import check_dims as _check_dims
+from tnkit._checks import concrete as _concrete
+from tnkit._checks import require_concrete as _require_concrete
+from tnkit._checks import validate_rank_request as _validate_rank_request
+from tnkit._linalg import left_svd_with_tolerance as _left_svd_with_tolerance
 
 __all__ = [
     "from_dense",

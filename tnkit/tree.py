@@ -64,7 +64,10 @@ from jax import lax
 from tnkit import _checks, _linalg
 from tnkit._linalg import SVDMethod
 from tnkit.formats import TT, TTMatrix
-from tnkit.tt import _check_rtol, _concrete, _left_svd_with_tolerance, _require_concrete
+from tnkit._checks import check_rtol as _check_rtol
+from tnkit._checks import concrete as _concrete
+from tnkit._checks import require_concrete as _require_concrete
+from tnkit._linalg import left_svd_with_tolerance as _left_svd_with_tolerance
 
 __all__ = [
     "DimensionTree",

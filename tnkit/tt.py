@@ -28,9 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.core import concrete_or_error
 
 from tnkit import _checks, _linalg
+from tnkit._checks import check_dims as _check_dims
+from tnkit._checks import concrete as _concrete
+from tnkit._checks import require_concrete as _require_concrete
+from tnkit._checks import validate_rank_request as _validate_rank_request
+from tnkit._linalg import left_svd_with_tolerance as _left_svd_with_tolerance
 from tnkit._linalg import SVDMethod
 from tnkit.formats import TT
 
@@ -72,41 +76,6 @@ def _check_tt(t, name: str = "t") -> TT:
 def _check_same_dims(a: TT, b: TT, names=("a", "b")) -> None:
     if a.dims != b.dims:
         raise ValueError(f"{names[0]} and {names[1]} must have the same dims, got {a.dims} and {b.dims}")
-
-
-def _check_max_rank(max_rank) -> None:
-    if max_rank is not None and (not isinstance(max_rank, (int, np.integer)) or max_rank < 1):
-        raise ValueError(f"max_rank must be a positive int or None, got {max_rank!r}")
-
-
-def _check_rtol(rtol) -> None:
-    if rtol is None:
-        return
-    if not isinstance(rtol, (int, float, np.floating)) or not (0 <= rtol < math.inf):
-        raise ValueError(f"rtol must be a non-negative finite float or None, got {rtol!r}")
-
-
-def _require_concrete(x, fname: str) -> None:
-    """Raise a clear error when ``x`` has no concrete value (under ``jit`` or ``vmap``); ``grad`` is fine."""
-    if isinstance(x, jax.core.Tracer):
-        try:
-            concrete_or_error(None, x)
-        except jax.errors.ConcretizationTypeError:
-            raise ValueError(
-                f"{fname}(..., rtol=...) chooses ranks from the data, so it cannot run under jax.jit or jax.vmap "
-                "(which abstract the values). Call it outside those transformations (jax.grad is fine), or pass "
-                "max_rank alone, which gives static shapes."
-            ) from None
-
-
-def _concrete(x) -> np.ndarray:
-    """A NumPy copy of a concrete value (also inside ``jax.grad``), for rank decisions."""
-    return np.asarray(concrete_or_error(None, x) if isinstance(x, jax.core.Tracer) else x)
-
-
-def _validate_rank_request(max_rank, rtol) -> None:
-    _check_max_rank(max_rank)
-    _check_rtol(rtol)
 
 
 # ---------------------------------------------------------------------------------------------- dense conversions
@@ -186,27 +155,6 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None, met
         r_prev = rank
     cores.append(rest.reshape(r_prev, dims[-1], 1))
     return TT(cores)
-
-
-def _left_svd_with_tolerance(a, max_rank, abs_tol, method):
-    """Eager: factor ``a`` and pick the smallest rank whose discarded tail is at most ``abs_tol``."""
-    m, n = a.shape
-    k = min(m, n)
-    if method is SVDMethod.AUTO and m <= n:
-        u, s = _linalg.left_svd(a, k, SVDMethod.GRAM)
-        lam = _concrete(s).astype(np.float64) ** 2
-        # Gram eigenvalues carry an absolute error of about `noise` each (see _linalg.gram_is_reliable): choose the
-        # rank from a tail inflated by that error, and shrink the budget by the 0.01% the Gram route may add.
-        noise = (math.sqrt(n) + m) * np.finfo(_concrete(s).dtype).eps * lam[0]
-        tail = np.concatenate([np.cumsum(lam[::-1])[::-1], [0.0]]) + noise * (k - np.arange(k + 1))
-        rank = max(1, int(np.argmax(tail <= abs_tol**2 / 1.0001)))
-        rank = rank if max_rank is None else min(rank, max_rank)
-        # Below ~k * noise the Gram spectrum cannot tell which singular values fit the budget.
-        if abs_tol**2 >= 2 * k * noise and bool(_linalg.gram_is_reliable(s, rank, n)):
-            return u, rank
-        method = SVDMethod.ACCURATE
-    u, s = _linalg.left_svd(a, k, method)
-    return u, _linalg.truncation_rank(_concrete(s), max_rank=max_rank, abs_tol=abs_tol)
 
 
 def to_dense(t: TT) -> jax.Array:
@@ -732,16 +680,6 @@ def _full_ranks(dims: Sequence[int], ranks) -> tuple[int, ...]:
     if any(r < 1 for r in ranks):
         raise ValueError(f"ranks must be positive, got {ranks}")
     return ranks
-
-
-def _check_dims(dims) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(n) for n in dims)
-    except TypeError:
-        raise TypeError(f"dims must be a sequence of ints, got {dims!r}") from None
-    if not dims or any(n < 1 for n in dims):
-        raise ValueError(f"dims must be a non-empty sequence of positive ints, got {dims}")
-    return dims
 
 
 def random(key, dims: Sequence[int], ranks, dtype=jnp.float32) -> TT:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from tnkit import _checks
 from tnkit import tt as _tt
 from tnkit.formats import TT, TTMatrix
 
@@ -347,7 +348,7 @@ def identity(dims: Sequence[int], dtype=jnp.float32) -> TTMatrix:
       >>> bool(jnp.array_equal(ttm.to_dense(ttm.identity((2, 3))), jnp.eye(6)))
       True
     """
-    dims = _tt._check_dims(dims)
+    dims = _checks.check_dims(dims)
     return TTMatrix([jnp.eye(n, dtype=dtype)[None, :, :, None] for n in dims])
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import concrete_or_error
 
-from tnkit import _linalg
+from tnkit import _checks, _linalg
 from tnkit import tt as _tt
 from tnkit._linalg import SVDMethod
 from tnkit.formats import TT, Tucker
@@ -391,7 +391,7 @@ def _rank_request(x, ranks, rtol, fname):
     abs_tol = None
     if rtol is not None:
         _require_concrete(x, fname)
-        nrm = float(_tt._concrete(jnp.linalg.norm(x)))
+        nrm = float(_checks.concrete(jnp.linalg.norm(x)))
         abs_tol = float(rtol) * nrm / math.sqrt(len(dims))
     return ranks, abs_tol
 
@@ -404,7 +404,7 @@ def _leading(a, rank, abs_tol, method, cap):
             return jnp.eye(a.shape[0], dtype=a.dtype)  # nothing is truncated: any orthonormal basis is exact
         u, _ = _linalg.left_svd(a, rank, method)
         return u[:, :rank]
-    u, rank = _tt._left_svd_with_tolerance(a, cap, abs_tol, method)
+    u, rank = _linalg.left_svd_with_tolerance(a, cap, abs_tol, method)
     return u[:, :rank]
 
 
@@ -628,7 +628,7 @@ def hooi(
     """
     x = _as_dense(x)
     _check_method(method)
-    dims, d = x.shape, x.ndim
+    dims = x.shape
     ranks = _parse_ranks(ranks, dims)
     _check_feasible(ranks)
     if not _is_int(max_iters) or max_iters < 1:
