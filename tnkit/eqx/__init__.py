@@ -13,11 +13,21 @@ Example:
 """
 
 from tnkit.eqx._base import StructuredLayer
+from tnkit.eqx._factorized import CPLinear, LowRankLinear, TuckerLinear
 from tnkit.eqx._tt import TTLinear
+from tnkit.eqx._structured import BlockTTLinear, KronLinear, MonarchLinear, TRLinear
+from tnkit.eqx._conv import CPConv, TTConv, TuckerConv
+from tnkit.eqx._embedding import StructuredEmbedding, TTEmbedding
+from tnkit.eqx._adapters import Adapter, LoRA, TTAdapter, TuckerAdapter, adapter_filter
 from tnkit.layers import Implementation
 
 __all__ = [
     "Implementation",
     "StructuredLayer",
     "TTLinear",
+    "KronLinear", "BlockTTLinear", "MonarchLinear", "TRLinear",
+    "CPConv", "TuckerConv", "TTConv",
+    "StructuredEmbedding", "TTEmbedding",
+    "LowRankLinear", "TuckerLinear", "CPLinear",
+    "Adapter", "LoRA", "TuckerAdapter", "TTAdapter", "adapter_filter",
 ]

@@ -25,7 +25,12 @@ from tnkit.layers._base import (
     register_implementation,
     registered_implementations,
 )
+from tnkit.layers._factorized import CPLinearSpec, LowRankLinearSpec, TuckerLinearSpec, tucker_ranks
 from tnkit.layers._tt import TTLinearSpec, tt_ranks
+from tnkit.layers._conv import ConvSpec, CPConvSpec, TTConvSpec, TuckerConvSpec
+from tnkit.layers._structured import BlockTTLinearSpec, KronLinearSpec, MonarchLinearSpec, TRLinearSpec
+from tnkit.layers._embedding import TTEmbeddingSpec, vocab_modes_for
+from tnkit.layers._adapters import AdapterSpec, kernel_matrix_shape
 
 __all__ = [
     "Implementation",
@@ -39,4 +44,9 @@ __all__ = [
     "default_num_modes",
     "tt_ranks",
     "TTLinearSpec",
+    "ConvSpec", "CPConvSpec", "TuckerConvSpec", "TTConvSpec",
+    "TTEmbeddingSpec", "vocab_modes_for",
+    "LowRankLinearSpec", "TuckerLinearSpec", "CPLinearSpec", "tucker_ranks",
+    "AdapterSpec", "kernel_matrix_shape",
+    "KronLinearSpec", "BlockTTLinearSpec", "MonarchLinearSpec", "TRLinearSpec",
 ]

@@ -191,9 +191,17 @@ class Spec(abc.ABC):
         return sum(math.prod(s) for s in self.param_shapes().values())
 
     def choose(self, input_shape: Sequence[int]) -> Implementation:
-        """The implementation ``AUTO`` picks for ``input_shape``: the one with the fewest multiply-adds."""
-        costs = self.costs(tuple(input_shape))
+        """The implementation ``AUTO`` picks for ``input_shape``: the cheapest by :meth:`estimated_costs`."""
+        costs = self.estimated_costs(tuple(input_shape))
         return min(costs, key=costs.get)
+
+    def estimated_costs(self, input_shape: Sequence[int]) -> dict[Implementation, float]:
+        """Relative run time of each built-in implementation (multiply-add equivalents), the input of :meth:`choose`.
+
+        Defaults to the multiply-adds of :meth:`costs`. A spec whose implementations differ in time per multiply-add
+        (memory-bound small contractions, a rebuild dominated by transposes) overrides it with a calibrated model;
+        :meth:`costs` and :meth:`flops` keep counting exact multiply-adds."""
+        return self.costs(tuple(input_shape))
 
     def flops(self, input_shape: Sequence[int], implementation: Implementation = Implementation.AUTO) -> int:
         """Floating-point operations (2 per multiply-add) of the forward pass on an input of ``input_shape``."""

@@ -16,10 +16,20 @@ Example:
 
 from tnkit.layers import Implementation
 from tnkit.nn._base import StructuredLayer
+from tnkit.nn._factorized import CPLinear, LowRankLinear, TuckerLinear
 from tnkit.nn._tt import TTLinear
+from tnkit.nn._structured import BlockTTLinear, KronLinear, MonarchLinear, TRLinear
+from tnkit.nn._conv import CPConv, TTConv, TuckerConv
+from tnkit.nn._embedding import StructuredEmbedding, TTEmbedding
+from tnkit.nn._adapters import Adapter, AdapterParam, FrozenWeight, LoRA, TTAdapter, TuckerAdapter
 
 __all__ = [
     "Implementation",
     "StructuredLayer",
     "TTLinear",
+    "KronLinear", "BlockTTLinear", "MonarchLinear", "TRLinear",
+    "CPConv", "TuckerConv", "TTConv",
+    "StructuredEmbedding", "TTEmbedding",
+    "LowRankLinear", "TuckerLinear", "CPLinear",
+    "Adapter", "AdapterParam", "FrozenWeight", "LoRA", "TuckerAdapter", "TTAdapter",
 ]
