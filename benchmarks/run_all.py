@@ -30,6 +30,10 @@ SCRIPTS = {
     "tr_svd": "bench_tr_svd.py",
     "kron_matvec": "bench_kron_matvec.py",
     "cp_als": "bench_cp_als.py",
+    "tt_linear": "bench_tt_linear.py",
+    "tt_linear_memory": "bench_tt_linear_memory.py",
+    "tt_embedding": "bench_tt_embedding.py",
+    "tltorch": "bench_tltorch.py",
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 from jax.test_util import check_grads
 
 from tests.helpers import rel_err
-from tnkit import CP, TT, Tucker, cp, tt
+from tnkit import CP, Tucker, cp, tt
 
 DTYPES = [jnp.float32, jnp.float64, jnp.complex64, jnp.complex128]
 TOL = {jnp.float32: 2e-5, jnp.float64: 1e-12, jnp.complex64: 2e-5, jnp.complex128: 1e-12}

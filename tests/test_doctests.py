@@ -43,6 +43,11 @@ MODULES = [
     "tnkit.optim",
     "tnkit.optim._matrix_functions",
     "tnkit.optim._shampoo",
+    "tnkit.optim._soap",
+    "tnkit.optim._quantize",
+    "tnkit.optim._shampoo4bit",
+    "tnkit.optim._checkpoint",
+    "tnkit.optim._distributed",
 ]
 
 
