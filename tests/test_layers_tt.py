@@ -11,7 +11,7 @@ from flax import nnx
 
 from tests import layer_checks as lc
 from tnkit import eqx as teqx
-from tnkit import layers, nn
+from tnkit import layers, nn, ttm
 
 
 def tt_dense_reference(spec):
@@ -60,8 +60,8 @@ class TestSpec:
 
     def test_auto_choice_follows_costs(self):
         # d = 2, in (3, 4), out (2, 3), rank 5; closed forms of the multiply-adds per input row:
-        # left-to-right 2*3*5*4 + 2*5*3*4 = 240, right-to-left 3*5*4*3 + 3*5*3*2 = 270,
-        # dense = rebuild (1*2*3*5 + 2*3*5*3*4) = 390 plus 12*6 per row.
+        # left-to-right 2*3*5*4 + 2*5*3*4 = 240, right-to-left 3*5*4*3 + 3*5*3*2 = 270 (the two-block path at k = 1
+        # is one of these with no merge), dense = rebuild (1*2*3*5 + 2*3*5*3*4) = 390 plus 12*6 per row.
         spec = layers.TTLinearSpec(12, 6, ranks=5, in_modes=(3, 4), out_modes=(2, 3))
         for batch in (1, 100):
             costs = spec.costs((batch, 12))
@@ -70,6 +70,51 @@ class TestSpec:
         assert spec.choose((1, 12)) is layers.Implementation.FACTORIZED
         assert spec.choose((10, 10, 12)) is layers.Implementation.DENSE
         assert spec.flops((1, 12)) == 480
+
+    def test_two_block_costs(self):
+        # d = 3, modes (4, 4, 4) in and out, ranks (1, 4, 4, 1); multiply-adds per input row:
+        # sweep (either order): 1*16*(1*4*4*4) + 4*4*(4*4*4*4) + 16*1*(4*4*4*1) = 1024 + 4096 + 1024 = 6144;
+        # two blocks at k = 1 (L = core_0 as is; R = core_1 x core_2: 4*4*4*4 * 4*4 = 4096 once per call), through
+        # the (row, n_L=4, r=4, m_R=16) intermediate of 256 numbers: 256 * n_R (16) + 256 * m_L (4) = 5120 per row
+        # (k = 2 and the left-first order give the same numbers). Time model (AUTO's coefficients): sweep
+        # 6144 + 45 * (64 + 256 + 256 + 64) * 2 = 57984 per row; blocks 4096 + (5120 + 75 * (64 + 2 * 256 + 64)) =
+        # 4096 + 53120 per row, cheaper from 1 row on (57216 < 57984; the sweep is the fallback, see the d = 2 spec).
+        # dense = rebuild (1*4*4*4 + 16*4*4*4*4 + 256*4*4*4*1 = 64 + 4096 + 16384) = 20544 plus 64*64 per row, time
+        # model 20544 + 4096 * rows + 120 * 4096: AUTO takes the blocks up to 10 rows (49024 * rows < 507968).
+        spec = layers.TTLinearSpec(64, 64, ranks=4, in_modes=(4, 4, 4), out_modes=(4, 4, 4))
+        factorized = {b: spec.costs((b, 64))[layers.Implementation.FACTORIZED] for b in (1, 3, 100)}
+        assert factorized == {1: 4096 + 5120, 3: 4096 + 3 * 5120, 100: 4096 + 100 * 5120}
+        assert spec.costs((100, 64))[layers.Implementation.DENSE] == 20544 + 4096 * 100
+        assert spec.choose((10, 64)) is layers.Implementation.FACTORIZED
+        assert spec.choose((11, 64)) is layers.Implementation.DENSE
+        params = spec.init(jax.random.key(3), jnp.float64)
+        for batch in (1, 5):
+            lc.check_spec_against_dense(spec, params, tt_dense_reference(spec), lc.random_input((batch, 64)))
+        lc.check_grads_match_dense(spec, params, lc.random_input((5, 64)))
+
+    def test_row_chunks(self, monkeypatch):
+        # chunking triggers when the largest intermediate exceeds max(batch * out_features // _CHUNK_DIV,
+        # _CHUNK_MIN_NUMBERS); with both set to 1 so tiny layers chunk: 10 rows, intermediate 10 * 256 > 10 * 64
+        # -> 4 chunks of 3 rows (2 zero rows of padding), the blocks merged once: 4096 + 12 * 5120 multiply-adds.
+        from tnkit.layers import _tt
+
+        monkeypatch.setattr(_tt, "_CHUNK_MIN_NUMBERS", 1)
+        monkeypatch.setattr(_tt, "_CHUNK_DIV", 1)
+        layers.TTLinearSpec._plan.cache_clear()
+        try:
+            spec = layers.TTLinearSpec(64, 64, ranks=4, in_modes=(4, 4, 4), out_modes=(4, 4, 4))
+            assert spec._plan(10)[:3] == (("blocks", 1, "right"), 4, 3)
+            assert spec.costs((10, 64))[layers.Implementation.FACTORIZED] == 4096 + 12 * 5120
+            params = spec.init(jax.random.key(4), jnp.float64)
+            lc.check_spec_against_dense(spec, params, tt_dense_reference(spec), lc.random_input((2, 5, 64)))
+            lc.check_grads_match_dense(spec, params, lc.random_input((10, 64)))
+            # the d = 2 spec runs the sweep: 7 rows, intermediate 7 * 2*5*4 = 280 > 7 * 6 -> 7 chunks of one row
+            small = layers.TTLinearSpec(12, 6, ranks=5, in_modes=(3, 4), out_modes=(2, 3))
+            assert small._plan(7)[:3] == (("sweep", ttm.ApplyOrder.LEFT_TO_RIGHT), 7, 1)
+            p_small = small.init(jax.random.key(5), jnp.float64)
+            lc.check_grads_match_dense(small, p_small, lc.random_input((7, 12)))
+        finally:
+            layers.TTLinearSpec._plan.cache_clear()
 
     def test_from_dense_rtol_guarantee_and_exact(self):
         rng = np.random.default_rng(0)

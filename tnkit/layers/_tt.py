@@ -3,16 +3,50 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 from tnkit import ttm as _ttm
 from tnkit.formats import TTMatrix
 from tnkit.layers import _base
 
 __all__ = ["TTLinearSpec", "tt_ranks"]
+
+# Calibration of AUTO's time model (TTLinearSpec.estimated_costs), in multiply-add equivalents. Measured on the
+# development machine (AMD EPYC, XLA CPU single-threaded: --xla_cpu_multi_thread_eigen=false
+# intra_op_parallelism_threads=1, float32, median process CPU time of jit(value_and_grad) calls; TTLinear 4096 -> 4096
+# with modes (8, 8, 8, 8), the cells of benchmarks/bench_tt_linear.py; 2 cores shared with other jobs, so single
+# timings carry ~20% noise): a large matmul runs at ~23 G multiply-adds/s, and
+# * a core sweep costs its multiply-adds plus ~45 per number its steps read and write (fitted at batch 256 for
+#   ranks 2, 8 and 32 within 5%; the steps are small, memory-bound contractions with transposes between them);
+# * the two-block contraction (see TTLinearSpec._plans) costs its multiply-adds plus ~75 per number it reads and
+#   writes (input, twice the (rows, n_L, r, m_R) intermediate, output): fitted on forward + backward at ranks 4, 8,
+#   16, 32 and batch 256 (measured FACTORIZED / DENSE time 0.22, 0.42, 0.88, 1.71; the model, with the row chunking
+#   below, gives 0.21, 0.39, 0.73, 1.33) and checked at batch 4096 (rank 8: 0.47 measured, 0.56 model; rank 16: 1.13
+#   measured, 1.09 model). Rank 2 at batch 256 runs ~2x faster than the model (0.06 vs 0.12) and batches 1-16 ~1.5x
+#   slower (fixed overheads); DENSE is >6x slower in those cells, so the FACTORIZED / DENSE choice is unaffected.
+#   With 75 (not 80, which fits ranks 8-16 slightly better) the two blocks also win over the sweep at rank 2, as
+#   measured (batch 256: 37 ms blocks vs 88 ms sweep);
+# * rebuilding the kernel costs ~150 per kernel entry in the forward pass (transposes of the 8-d interleaved
+#   tensor), and the dense path's forward + backward ~275 per entry over its matmuls (kernel and gradient traffic);
+#   divided by the ~3.3x a training step costs over a forward pass, that is ~85; 120 splits the difference.
+# With multiply-adds alone AUTO was 1.6x-3.4x off at (rank 16, batch 256) and (rank 32, batch 16) for the sweep.
+# Row chunking (memory): when the largest intermediate of a factorised contraction would exceed
+# max(batch * out_features / _CHUNK_DIV, _CHUNK_MIN_NUMBERS) numbers, the rows are processed in chunks under
+# lax.map + jax.checkpoint (the backward recomputes each chunk), so activation memory stays near the output's. The
+# chunk size barely changes the time (rank 8: batch 256 in 1, 2, 8, 32 chunks 249, 248, 200, 242 ms; batch 4096 in
+# 8, 32, 128 chunks 3.47, 3.12, 3.59 s, all within noise), so chunks are small: 1/16 of the output, at least 4 MB.
+_SWEEP_TRAFFIC_COST = 45
+_BLOCK_TRAFFIC_COST = 75
+_DENSE_FIXED_COST = 120
+_CHUNK_MIN_NUMBERS = 1 << 20
+_CHUNK_DIV = 16
+_HIGHEST = lax.Precision.HIGHEST
 
 
 def tt_ranks(ranks, num_modes: int, name: str = "ranks") -> tuple[int, ...]:
@@ -125,20 +159,146 @@ class TTLinearSpec(_base.LinearSpec):
     def _costs(self, batch):
         return _ttm.mode_costs(self.out_modes, self.in_modes, self.ranks, batch)
 
-    def _sweep_costs(self, batch):
-        costs = self._costs(batch)
-        return costs[_ttm.ApplyOrder.LEFT_TO_RIGHT], costs[_ttm.ApplyOrder.RIGHT_TO_LEFT]
-
-    def factorized_cost(self, batch):
-        return min(self._sweep_costs(batch))
-
     def rebuild_cost(self):
         return self._costs(0)[_ttm.ApplyOrder.DENSE]
 
+    def _merge_costs(self, k):
+        """Multiply-adds of merging cores ``0..k-1`` into the left block and ``k..d-1`` into the right block."""
+        m, n, r, d = self.out_modes, self.in_modes, self.ranks, self.num_modes
+        left = sum(math.prod(m[:j]) * math.prod(n[:j]) * r[j] * m[j] * n[j] * r[j + 1] for j in range(1, k))
+        right = sum(
+            r[j] * m[j] * n[j] * r[j + 1] * math.prod(m[j + 1 :]) * math.prod(n[j + 1 :]) for j in range(k, d - 1)
+        )
+        return left + right
+
+    def _plans(self, rows):
+        """Every factorised contraction of ``rows`` input rows as ``(plan, multiply-adds, numbers read + written)``.
+
+        Plans: ``("sweep", order)`` (the core sweep of :func:`tnkit.ttm.apply`) and ``("blocks", k, first)``
+        (cores ``0..k-1`` merged into ``L (mL, nL, r_k)``, cores ``k..d-1`` into ``R (r_k, mR, nR)``, then two
+        matmuls, ``first`` = ``"right"`` through ``(rows, nL, r_k, mR)`` or ``"left"`` through
+        ``(rows, mL, r_k, nR)``)."""
+        m, n, r, d = self.out_modes, self.in_modes, self.ranks, self.num_modes
+        costs = self._costs(rows)
+        t_ltr = [rows * math.prod(m[:k]) * r[k] * math.prod(n[k:]) for k in range(d + 1)]
+        t_rtl = [rows * math.prod(n[:k]) * r[k] * math.prod(m[k:]) for k in range(d + 1)]
+        ltr, rtl = _ttm.ApplyOrder.LEFT_TO_RIGHT, _ttm.ApplyOrder.RIGHT_TO_LEFT
+        plans = [
+            (("sweep", ltr), costs[ltr], sum(t_ltr[:-1]) + sum(t_ltr[1:])),
+            (("sweep", rtl), costs[rtl], sum(t_rtl[:-1]) + sum(t_rtl[1:])),
+        ]
+        n_in, n_out = self.in_features, self.out_features
+        for k in range(1, d):
+            ml, nl, mr, nr = math.prod(m[:k]), math.prod(n[:k]), math.prod(m[k:]), math.prod(n[k:])
+            merge = self._merge_costs(k)
+            for first, mid in (("right", nl * mr), ("left", ml * nr)):
+                inter = rows * r[k] * mid
+                plans.append((("blocks", k, first), merge + inter * (nr if first == "right" else nl)
+                              + inter * (ml if first == "right" else mr), rows * n_in + 2 * inter + rows * n_out))
+        return plans
+
+    def _intermediate(self, plan, rows):
+        """Numbers in the largest intermediate of ``plan`` on ``rows`` rows."""
+        m, n, r, d = self.out_modes, self.in_modes, self.ranks, self.num_modes
+        if plan[0] == "sweep":
+            if plan[1] is _ttm.ApplyOrder.LEFT_TO_RIGHT:
+                return max((rows * math.prod(m[:k]) * r[k] * math.prod(n[k:]) for k in range(1, d)), default=0)
+            return max((rows * math.prod(n[:k]) * r[k] * math.prod(m[k:]) for k in range(1, d)), default=0)
+        _, k, first = plan
+        mid = math.prod(n[:k]) * math.prod(m[k:]) if first == "right" else math.prod(m[:k]) * math.prod(n[k:])
+        return rows * r[k] * mid
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019  (specs are frozen and hashable)
+    def _plan(self, batch):
+        """``(plan, chunks, rows, multiply-adds, estimated cost)`` of :meth:`apply_factorized` on ``batch`` rows:
+        the plan of :meth:`_plans` with the smallest time model, run on ``chunks`` chunks of ``rows`` rows (the input
+        zero-padded to ``chunks * rows``) when its intermediate would exceed ``max(batch * out_features //
+        _CHUNK_DIV, _CHUNK_MIN_NUMBERS)`` numbers. Cached: it runs at every trace and every cost query."""
+        if self.num_modes == 1:
+            plans = self._plans(batch)[:1]
+        else:
+            plans = self._plans(batch)
+        (plan, macs, traffic) = min(
+            plans, key=lambda p: p[1] + (_SWEEP_TRAFFIC_COST if p[0][0] == "sweep" else _BLOCK_TRAFFIC_COST) * p[2]
+        )
+        limit = max(batch * self.out_features // _CHUNK_DIV, _CHUNK_MIN_NUMBERS)
+        chunks = min(batch, -(-self._intermediate(plan, batch) // limit)) if batch else 1
+        chunks = max(chunks, 1)
+        rows = -(-batch // chunks) if batch else 0
+        if chunks > 1:
+            (_, macs, traffic), = [p for p in self._plans(rows) if p[0] == plan]
+            merge = self._merge_costs(plan[1]) if plan[0] == "blocks" else 0
+            # the blocks are merged once, outside the chunk loop
+            macs = chunks * (macs - merge) + merge
+            traffic = chunks * traffic
+        coef = _SWEEP_TRAFFIC_COST if plan[0] == "sweep" else _BLOCK_TRAFFIC_COST
+        return plan, chunks, rows, macs, macs + coef * traffic
+
+    def factorized_cost(self, batch):
+        return self._plan(batch)[3]
+
+    def estimated_costs(self, input_shape):
+        """The time model of ``AUTO`` in multiply-add equivalents (:meth:`costs` keeps the exact multiply-adds).
+
+        ``FACTORIZED``: the multiply-adds of the contraction :meth:`apply_factorized` runs plus a cost per number
+        its steps read and write (``_SWEEP_TRAFFIC_COST`` for the core sweep's small memory-bound contractions,
+        ``_BLOCK_TRAFFIC_COST`` for the two-block matmuls). ``DENSE``: the rebuild's multiply-adds, ``batch * in *
+        out`` for the matmul, plus ``_DENSE_FIXED_COST * in * out`` (the rebuild's transposes and the traffic of the
+        kernel and, in training, of its gradient)."""
+        batch = math.prod(tuple(input_shape)[:-1])
+        size = self.in_features * self.out_features
+        dense = self.rebuild_cost() + batch * size + _DENSE_FIXED_COST * size
+        return {_base.Implementation.FACTORIZED: self._plan(batch)[4], _base.Implementation.DENSE: dense}
+
+    def _blocks(self, params, k):
+        """``L (prod m[:k], prod n[:k], r_k)`` and ``R (r_k, prod m[k:], prod n[k:])``: the merged cores."""
+        cores = [params[f"core_{j}"] for j in range(self.num_modes)]
+        left = cores[0][0]
+        for core in cores[1:k]:
+            left = jnp.einsum("MNr,rmns->MmNns", left, core, precision=_HIGHEST)
+            a, b, c, e, s = left.shape
+            left = left.reshape(a * b, c * e, s)
+        right = cores[-1][..., 0]
+        for core in reversed(cores[k:-1]):
+            right = jnp.einsum("rmns,sMN->rmMnN", core, right, precision=_HIGHEST)
+            r, a, b, c, e = right.shape
+            right = right.reshape(r, a * b, c * e)
+        return left, right
+
     def apply_factorized(self, params, x, precision=None):
-        ltr, rtl = self._sweep_costs(x.shape[0])
-        order = _ttm.ApplyOrder.LEFT_TO_RIGHT if ltr <= rtl else _ttm.ApplyOrder.RIGHT_TO_LEFT
-        return _ttm.apply(self.to_ttmatrix(params), x, order=order, precision=precision)
+        """``x @ W`` without forming ``W``: the contraction of :meth:`_plan` (core sweep or two merged blocks),
+        over row chunks under ``jax.checkpoint`` (the backward pass recomputes each chunk) for large batches."""
+        batch = x.shape[0]
+        plan, chunks, rows, _, _ = self._plan(batch)
+        dtype = jnp.result_type(x.dtype, *(params[f"core_{j}"].dtype for j in range(self.num_modes)))
+        x = x.astype(dtype)
+        params = {key: v.astype(dtype) for key, v in params.items()}
+        if plan[0] == "sweep":
+            a = self.to_ttmatrix(params)
+
+            def contract(xc):
+                return _ttm.apply(a, xc, order=plan[1], precision=precision)
+        else:
+            _, k, first = plan
+            left, right = self._blocks(params, k)
+            nl, nr = left.shape[1], right.shape[2]
+
+            def contract(xc):
+                xc = xc.reshape(xc.shape[0], nl, nr)
+                if first == "right":
+                    t = jnp.einsum("bpq,rmq->bprm", xc, right, precision=precision)
+                    y = jnp.einsum("bprm,Mpr->bMm", t, left, precision=precision)
+                else:
+                    t = jnp.einsum("bpq,Mpr->bMrq", xc, left, precision=precision)
+                    y = jnp.einsum("bMrq,rmq->bMm", t, right, precision=precision)
+                return y.reshape(xc.shape[0], -1)
+
+        if chunks == 1:
+            return contract(x)
+        pad = chunks * rows - batch
+        xs = (jnp.pad(x, ((0, pad), (0, 0))) if pad else x).reshape(chunks, rows, self.in_features)
+        y = lax.map(jax.checkpoint(contract), xs).reshape(chunks * rows, self.out_features)
+        return y[:batch] if pad else y
 
     @classmethod
     def from_dense(
