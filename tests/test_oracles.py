@@ -19,7 +19,7 @@ def to_quimb(t):
     return qtn.MatrixProductState(arrays, shape="lrp")
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
+@pytest.mark.parametrize("dtype", [jnp.float64, pytest.param(jnp.complex128, marks=pytest.mark.slow)])
 def test_inner_and_norm_match_quimb(dtype):
     a = tt.random(jax.random.key(0), DIMS, 3, dtype)
     b = tt.random(jax.random.key(1), DIMS, 4, dtype)

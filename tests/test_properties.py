@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,6 +50,7 @@ def test_rtol_bound_holds(x, rtol):
     assert np.linalg.norm(_dense(t) - x) <= rtol * np.linalg.norm(x) + 1e-300
 
 
+@pytest.mark.slow
 @given(tt_pairs(), st.integers(1, 4))
 def test_round_never_increases_ranks(pair, max_rank):
     a, b = pair

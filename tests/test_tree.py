@@ -661,6 +661,7 @@ class TestTransformations:
             np.testing.assert_allclose(inner[i], np.vdot(x, x), rtol=1e-12)
             np.testing.assert_allclose(norms[i], np.linalg.norm(x), rtol=1e-12)
 
+    @pytest.mark.slow
     def test_check_grads_inner_norm_get_to_dense(self):
         a = rand_tree(0, dims=(2, 3, 2), nested=((0, 1), 2))
         b = rand_tree(1, dims=(2, 3, 2), nested=((0, 1), 2))
@@ -676,6 +677,7 @@ class TestTransformations:
         check_grads(tree.inner, (a, b), order=1, modes=["fwd", "rev"])
         check_grads(tree.norm, (a,), order=1, modes=["rev"])
 
+    @pytest.mark.slow
     def test_check_grads_from_dense_and_round(self):
         x = jnp.asarray(graded_tensor((2, 3, 3), decay=0.6))
         f = lambda x: tree.to_dense(tree.from_dense(x, ((0, 1), 2), max_rank=2))  # noqa: E731

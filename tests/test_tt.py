@@ -221,7 +221,7 @@ class TestAlgebra:
         np.testing.assert_allclose(tt.norm(a), np.linalg.norm(xa), rtol=tol)
         assert tt.norm(a).dtype == jnp.finfo(dtype).dtype
 
-    @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
+    @pytest.mark.parametrize("dtype", [jnp.float64, pytest.param(jnp.complex128, marks=pytest.mark.slow)])
     def test_inner_with_bonds_larger_than_the_modes_allow(self, dtype):
         # Constant bond 8 on modes of size 2 (as in MPS with a fixed bond dimension): inner contracts the boundary
         # cores blockwise; the value must not change.
