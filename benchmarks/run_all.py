@@ -34,6 +34,9 @@ SCRIPTS = {
     "tt_linear_memory": "bench_tt_linear_memory.py",
     "tt_embedding": "bench_tt_embedding.py",
     "tltorch": "bench_tltorch.py",
+    "optim_digits": "bench_optim_digits.py",
+    "optim_lstsq": "bench_optim_lstsq.py",
+    "optim_step_time": "bench_optim_step_time.py",
 }
 
 
