@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tnkit import _linalg
+from tnkit import _checks, _linalg
 from tnkit import kron as _kron
 from tnkit import tr as _tr
-from tnkit import tt as _tt
 from tnkit import ttm as _ttm
 from tnkit.formats import TR, TTMatrix
 from tnkit.layers import _base
@@ -110,9 +109,9 @@ def _block_low_rank(blocks, *, max_rank: int | None, rtol: float | None, norm: f
     if rtol is None:
         u, _ = _block_svd(blocks, rank, _linalg.SVDMethod.AUTO)
         return (*_split_blocks(u, blocks, rank), rank)
-    _tt._require_concrete(blocks, "from_dense")
+    _checks.require_concrete(blocks, "from_dense")
     u, s = _block_svd(blocks, k, _linalg.SVDMethod.ACCURATE)
-    lam = np.sum(_tt._concrete(s).astype(np.float64) ** 2, axis=0)  # (k,): energy of singular index t, all blocks
+    lam = np.sum(_checks.concrete(s).astype(np.float64) ** 2, axis=0)  # (k,): energy of singular index t, all blocks
     tail = np.concatenate([np.cumsum(lam[::-1])[::-1], [0.0]])  # tail[r] = discarded energy at rank r
     needed = max(1, int(np.argmax(tail <= (float(rtol) * norm) ** 2)))
     rank = min(rank, needed)
@@ -406,14 +405,14 @@ class BlockTTLinearSpec(_base.LinearSpec):
         kernel = _check_kernel(kernel)
         if max_rank is None and rtol is None:
             raise ValueError("from_dense needs max_rank or rtol (or both), got neither")
-        _tt._validate_rank_request(max_rank, rtol)
+        _checks.validate_rank_request(max_rank, rtol)
         shape_spec = cls(kernel.shape[0], kernel.shape[1], ranks=1, in_modes=in_modes, out_modes=out_modes)
         (m1, m2), (n1, n2) = shape_spec.in_modes, shape_spec.out_modes
         blocks = kernel.reshape(m1, m2, n1, n2).transpose(0, 2, 1, 3).reshape(m1 * n1, m2, n2)
         norm = None
         if rtol is not None:
-            _tt._require_concrete(kernel, "from_dense")
-            norm = float(_tt._concrete(jnp.linalg.norm(kernel)))
+            _checks.require_concrete(kernel, "from_dense")
+            norm = float(_checks.concrete(jnp.linalg.norm(kernel)))
         left, right, rank = _block_low_rank(blocks, max_rank=max_rank, rtol=rtol, norm=norm)
         spec = cls(kernel.shape[0], kernel.shape[1], ranks=rank, in_modes=(m1, m2), out_modes=(n1, n2))
         params = {
