@@ -113,6 +113,16 @@ class TestSpec:
             assert small._plan(7)[:3] == (("sweep", ttm.ApplyOrder.LEFT_TO_RIGHT), 7, 1)
             p_small = small.init(jax.random.key(5), jnp.float64)
             lc.check_grads_match_dense(small, p_small, lc.random_input((7, 12)))
+            # the bias is added inside the chunks: the padded rows must not leak, and a bad bias shape is refused
+            x = lc.random_input((10, 64))
+            b = np.random.default_rng(6).standard_normal(64)
+            want = np.asarray(x) @ tt_dense_reference(spec)(params) + b
+            for impl in (layers.Implementation.FACTORIZED, layers.Implementation.DENSE):
+                got = layers.apply(spec, params, x, implementation=impl, bias=jnp.asarray(b))
+                np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-10)
+            for bad in (np.ones(1), np.ones(63), np.ones((1, 64))):
+                with pytest.raises(ValueError, match="bias must have shape"):
+                    layers.apply(spec, params, x, bias=jnp.asarray(bad))
         finally:
             layers.TTLinearSpec._plan.cache_clear()
 

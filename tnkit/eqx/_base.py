@@ -75,8 +75,8 @@ class StructuredLayer(eqx.Module):
         del key
         impl = self.implementation if implementation is None else implementation
         x, params, bias = _base.promote(self.dtype, jnp.asarray(x), dict(self.factors), self.bias)
-        y = _base.apply(self.spec, params, x, implementation=impl, precision=self.precision)
-        return y if bias is None else y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+        # The bias goes to the dispatch point, so a chunked contraction adds it chunk by chunk.
+        return _base.apply(self.spec, params, x, implementation=impl, precision=self.precision, bias=bias)
 
     def weight(self) -> jax.Array:
         """The dense weight the layer represents (same layout as the dense layer's kernel)."""

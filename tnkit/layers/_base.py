@@ -174,6 +174,14 @@ class Spec(abc.ABC):
     def apply_factorized(self, params: Mapping[str, jax.Array], x: jax.Array, precision=None) -> jax.Array:
         """The product with an input already passed through :meth:`check_input`, never forming the weight."""
 
+    def apply_factorized_with_bias(
+        self, params: Mapping[str, jax.Array], x: jax.Array, bias: jax.Array, precision=None
+    ) -> jax.Array:
+        """:meth:`apply_factorized` plus ``bias`` (broadcast over the last axis). Specs whose contraction runs in
+        row chunks override this to add the bias inside each chunk, so no second output-sized buffer is needed."""
+        y = self.apply_factorized(params, x, precision)
+        return y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+
     @abc.abstractmethod
     def apply_dense(self, weight: jax.Array, x: jax.Array, precision=None) -> jax.Array:
         """The product of the dense weight (from :meth:`to_dense`) with a checked input."""
@@ -279,6 +287,7 @@ def apply(
     *,
     implementation: Implementation = Implementation.AUTO,
     precision=None,
+    bias: jax.Array | None = None,
 ) -> jax.Array:
     """The product of the structured weight ``spec``/``params`` with ``x``: the one dispatch point of tnkit layers.
 
@@ -289,6 +298,9 @@ def apply(
       x: the input.
       implementation: an :class:`Implementation`; ``AUTO`` picks by :meth:`Spec.costs` at trace time.
       precision: ``jax.lax.Precision`` passed to every contraction.
+      bias: optional bias of shape ``(spec.out_features,)`` (output features, or output channels of a conv spec),
+        added over the last axis of the result. Passing it here rather than adding it afterwards lets a chunked
+        factorised contraction add it chunk by chunk (less activation memory).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -309,8 +321,17 @@ def apply(
     x, restore = spec.check_input(x)
     if implementation is Implementation.AUTO:
         implementation = spec.choose(x.shape)
+    if bias is not None:
+        bias = jnp.asarray(bias)
+        n_out = spec.out_features
+        if bias.shape != (n_out,):
+            raise ValueError(f"bias must have shape (out_features,) = ({n_out},), got {bias.shape}")
     if implementation is Implementation.FACTORIZED:
-        y = spec.apply_factorized(params, x, precision)
+        if bias is None:
+            y = spec.apply_factorized(params, x, precision)
+        else:
+            y = spec.apply_factorized_with_bias(params, x, bias, precision)
+            bias = None
     elif implementation is Implementation.DENSE:
         y = spec.apply_dense(spec.to_dense(params), x, precision)
     else:
@@ -321,6 +342,8 @@ def apply(
                 f"{registered_implementations(type(spec))}"
             )
         y = fn(spec, params, x, precision=precision)
+    if bias is not None:
+        y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return restore(y)
 
 

@@ -268,6 +268,11 @@ class TTLinearSpec(_base.LinearSpec):
     def apply_factorized(self, params, x, precision=None):
         """``x @ W`` without forming ``W``: the contraction of :meth:`_plan` (core sweep or two merged blocks),
         over row chunks under ``jax.checkpoint`` (the backward pass recomputes each chunk) for large batches."""
+        return self.apply_factorized_with_bias(params, x, None, precision)
+
+    def apply_factorized_with_bias(self, params, x, bias, precision=None):
+        """:meth:`apply_factorized` plus ``bias`` (or none when ``None``), added inside each row chunk so that the
+        output is the only output-sized buffer."""
         batch = x.shape[0]
         plan, chunks, rows, _, _ = self._plan(batch)
         dtype = jnp.result_type(x.dtype, *(params[f"core_{j}"].dtype for j in range(self.num_modes)))
@@ -292,6 +297,12 @@ class TTLinearSpec(_base.LinearSpec):
                     t = jnp.einsum("bpq,Mpr->bMrq", xc, left, precision=precision)
                     y = jnp.einsum("bMrq,rmq->bMm", t, right, precision=precision)
                 return y.reshape(xc.shape[0], -1)
+
+        if bias is not None:
+            unbiased = contract
+
+            def contract(xc):
+                return unbiased(xc) + bias[None, :]
 
         if chunks == 1:
             return contract(x)

@@ -68,8 +68,8 @@ class StructuredLayer(nnx.Module):
         params = {k: v[...] for k, v in self.factors.items()}
         bias = None if self.bias is None else self.bias[...]
         x, params, bias = _base.promote(self.dtype, jnp.asarray(x), params, bias)
-        y = _base.apply(self.spec, params, x, implementation=impl, precision=self.precision)
-        return y if bias is None else y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+        # The bias goes to the dispatch point, so a chunked contraction adds it chunk by chunk.
+        return _base.apply(self.spec, params, x, implementation=impl, precision=self.precision, bias=bias)
 
     def params(self) -> dict[str, jax.Array]:
         """The factor arrays as a plain dict (the input of :func:`tnkit.layers.apply`)."""
