@@ -418,8 +418,11 @@ def check_eqx_conv(layer, x, geometry, *, atol=1e-9):
     expected = lax_conv(x, layer.weight(), *geometry)
     if layer.bias is not None:
         expected = expected + layer.bias.reshape((1,) * (expected.ndim - 1) + (-1,))
-    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(expected), atol=atol, rtol=1e-8)
-    np.testing.assert_allclose(np.asarray(jax.vmap(layer)(x)), np.asarray(expected), atol=atol, rtol=1e-8)
+    # jitted: one compile instead of one per eager op (the eager path is covered by the nnx checks)
+    forward = eqx.filter_jit(lambda m, xx: (m(xx), jax.vmap(m)(xx)))
+    y, y_vmapped = forward(layer, x)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), atol=atol, rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(y_vmapped), np.asarray(expected), atol=atol, rtol=1e-8)
     opt = optax.sgd(0.05)
     traces = []
 

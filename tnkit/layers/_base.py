@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -137,6 +138,13 @@ class ConversionInfo(NamedTuple):
     relative_error: float
     num_params: int
     dense_params: int
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def dense_weight(spec: Spec, params: Mapping[str, jax.Array]) -> jax.Array:
+    """``spec.to_dense(params)`` as one compiled program per spec (the eager call would compile every small op on
+    its own, which dominates a conversion's time for small layers)."""
+    return spec.to_dense(params)
 
 
 def relative_error(dense, approx) -> float:
@@ -429,16 +437,32 @@ def gaussian_factors(
     dtype,
     kernel_init: Initializer | None,
 ) -> Params:
-    """Independent parameters: ``N(0, std**2)`` (complex: circular, same total variance) or ``kernel_init``."""
-    keys = jax.random.split(key, len(shapes))
+    """Independent parameters: ``N(0, std**2)`` (complex: circular, same total variance) or ``kernel_init``.
+
+    Without ``kernel_init`` all factors come from one draw of ``_draw_size(total)`` numbers (sliced and reshaped):
+    eagerly, every distinct shape given to ``jax.random.normal`` compiles its own sampling program (about a second
+    on a CPU), so one draw in a few bucketed sizes makes building a layer fast. ``kernel_init`` is called once per
+    factor with its own key, as a user-supplied initializer expects.
+    """
+    if kernel_init is not None:
+        keys = jax.random.split(key, len(shapes))
+        return {name: jnp.asarray(kernel_init(k, shape, dtype), dtype) for k, (name, shape) in zip(keys, shapes.items())}
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    total = sum(sizes)
+    flat = jax.random.normal(key, (_draw_size(total),), dtype)
+    offsets = np.cumsum([0] + sizes)
     out = {}
-    for k, (name, shape) in zip(keys, shapes.items()):
-        if kernel_init is not None:
-            out[name] = jnp.asarray(kernel_init(k, shape, dtype), dtype)
-        else:
-            s = std[name] if isinstance(std, Mapping) else std
-            out[name] = (s * jax.random.normal(k, shape, dtype)).astype(dtype)
+    for k, (name, shape) in enumerate(shapes.items()):
+        scale = std[name] if isinstance(std, Mapping) else std
+        out[name] = (scale * flat[offsets[k] : offsets[k + 1]]).reshape(shape).astype(dtype)
     return out
+
+
+def _draw_size(total: int) -> int:
+    """``total`` rounded up to a power of two (at most 2**22), or to a multiple of 2**20 above that."""
+    if total <= 1 << 22:
+        return 1 << max(total - 1, 0).bit_length()
+    return -(-total // (1 << 20)) << 20
 
 
 def promote(dtype, *trees):

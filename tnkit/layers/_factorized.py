@@ -196,7 +196,7 @@ class LowRankLinearSpec(_base.LinearSpec):
         params = {"a": u * scale[None, :], "b": b / scale[:, None]}
         spec = cls(kernel.shape[0], kernel.shape[1], rank=u.shape[1])
         info = _base.ConversionInfo(
-            _base.relative_error(kernel, spec.to_dense(params)), spec.count_params(), kernel.size
+            _base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size
         )
         return spec, params, info
 
@@ -412,7 +412,7 @@ class TuckerLinearSpec(_base.LinearSpec):
         params.update({f"in_factor_{k}": t.factors[k] for k in range(p)})
         params.update({f"out_factor_{k}": t.factors[p + k] for k in range(len(out_modes))})
         info = _base.ConversionInfo(
-            _base.relative_error(kernel, spec.to_dense(params)), spec.count_params(), kernel.size
+            _base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size
         )
         return spec, params, info
 
@@ -580,6 +580,6 @@ class CPLinearSpec(_base.LinearSpec):
         params = {f"in_factor_{k}": factors[k] for k in range(p)}
         params.update({f"out_factor_{k}": factors[p + k] for k in range(len(out_modes))})
         info = _base.ConversionInfo(
-            _base.relative_error(kernel, spec.to_dense(params)), spec.count_params(), kernel.size
+            _base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size
         )
         return spec, params, info

@@ -59,21 +59,7 @@ def _set(obj, **values) -> None:
 
 
 def _info(kernel, spec, params) -> _base.ConversionInfo:
-    return _base.ConversionInfo(_base.relative_error(kernel, spec.to_dense(params)), spec.count_params(), kernel.size)
-
-
-def _gaussian_factors(key, shapes, std: float, dtype, kernel_init) -> _base.Params:
-    """:func:`tnkit.layers._base.gaussian_factors` with one draw for all factors when ``kernel_init`` is ``None``.
-
-    The same distribution (i.i.d. ``N(0, std^2)``, circular for complex dtypes), but one sampling kernel to compile
-    per layer instead of one per factor shape, which dominates the cost of building a small layer eagerly.
-    """
-    if kernel_init is not None:
-        return _base.gaussian_factors(key, shapes, std, dtype, kernel_init)
-    sizes = [math.prod(shape) for shape in shapes.values()]
-    flat = (std * jax.random.normal(key, (sum(sizes),), dtype)).astype(dtype)
-    offsets = np.cumsum([0] + sizes)
-    return {name: flat[offsets[k] : offsets[k + 1]].reshape(shape) for k, (name, shape) in enumerate(shapes.items())}
+    return _base.ConversionInfo(_base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size)
 
 
 # The conversions run their fixed-rank parts as jitted functions: one compiled program per shape instead of dozens of
@@ -200,7 +186,7 @@ class KronLinearSpec(_base.LinearSpec):
 
     def init(self, key, dtype=jnp.float32, kernel_init=None):
         std = (1.0 / (self.num_terms * self.in_features)) ** 0.25
-        return _gaussian_factors(key, self.param_shapes(), std, dtype, kernel_init)
+        return _base.gaussian_factors(key, self.param_shapes(), std, dtype, kernel_init)
 
     def to_kron(self, params) -> _kron.KronSum:
         """The weight ``sum_t a[t] ⊗ b[t]`` as a :class:`tnkit.kron.KronSum` (``(in_features, out_features)``)."""
@@ -356,7 +342,7 @@ class BlockTTLinearSpec(_base.LinearSpec):
 
     def init(self, key, dtype=jnp.float32, kernel_init=None):
         std = (1.0 / (self.rank * self.in_features)) ** 0.25
-        return _gaussian_factors(key, self.param_shapes(), std, dtype, kernel_init)
+        return _base.gaussian_factors(key, self.param_shapes(), std, dtype, kernel_init)
 
     def to_dense(self, params):
         w = jnp.einsum("abjs,jask->abjk", params["core_0"], params["core_1"], precision=_HIGHEST)
@@ -500,7 +486,7 @@ class MonarchLinearSpec(_base.LinearSpec):
 
     def init(self, key, dtype=jnp.float32, kernel_init=None):
         std = (1.0 / self.in_features) ** 0.25
-        return _gaussian_factors(key, self.param_shapes(), std, dtype, kernel_init)
+        return _base.gaussian_factors(key, self.param_shapes(), std, dtype, kernel_init)
 
     def to_dense(self, params):
         w = jnp.einsum("kji,jtk->kitj", params["r_blocks"], params["l_blocks"], precision=_HIGHEST)
@@ -636,7 +622,7 @@ class TRLinearSpec(_base.LinearSpec):
     def init(self, key, dtype=jnp.float32, kernel_init=None):
         d = self.num_modes
         std = (1.0 / (self.in_features * math.prod(self.ranks[:-1]))) ** (0.5 / d)
-        return _gaussian_factors(key, self.param_shapes(), std, dtype, kernel_init)
+        return _base.gaussian_factors(key, self.param_shapes(), std, dtype, kernel_init)
 
     def to_tensor_ring(self, params) -> TR:
         """``W^T`` as a :class:`tnkit.TR` of dims ``(m_1 n_1, ..., m_d n_d)`` (row index ``j_k``, column ``i_k``)."""

@@ -343,12 +343,20 @@ class TTLinearSpec(_base.LinearSpec):
         if max_rank is None and rtol is None:
             raise ValueError("from_dense needs max_rank or rtol (or both), got neither")
         shape_spec = cls(kernel.shape[0], kernel.shape[1], ranks=1, in_modes=in_modes, out_modes=out_modes)
-        a = _ttm.from_dense(
-            kernel.T, row_dims=shape_spec.out_modes, col_dims=shape_spec.in_modes, max_rank=max_rank, rtol=rtol
-        )
+        if rtol is None:  # ranks follow from the shapes: one compiled TT-SVD instead of many eager ops
+            a = _ttm_svd(kernel.T, shape_spec.out_modes, shape_spec.in_modes, max_rank)
+        else:
+            a = _ttm.from_dense(
+                kernel.T, row_dims=shape_spec.out_modes, col_dims=shape_spec.in_modes, max_rank=max_rank, rtol=rtol
+            )
         spec = cls(kernel.shape[0], kernel.shape[1], ranks=a.ranks, in_modes=a.col_dims, out_modes=a.row_dims)
         params = {f"core_{k}": c for k, c in enumerate(a.cores)}
         info = _base.ConversionInfo(
-            _base.relative_error(kernel, spec.to_dense(params)), spec.count_params(), kernel.size
+            _base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size
         )
         return spec, params, info
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _ttm_svd(w, row_dims, col_dims, max_rank):
+    return _ttm.from_dense(w, row_dims=row_dims, col_dims=col_dims, max_rank=max_rank)
