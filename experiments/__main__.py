@@ -76,6 +76,9 @@ def _run_all(args, size: Size) -> int:
     out_root = args.out if args.out is not None else DEFAULT_OUT
     out_root.mkdir(parents=True, exist_ok=True)
     flag = {Size.FULL: [], Size.QUICK: ["--quick"], Size.SMOKE: ["--smoke"]}[size]
+    if size is Size.FULL:
+        expected = ", ".join(f"{name} {load(name).runtime.get(Size.FULL, '?')}" for name in NAMES)
+        print(f"full runs, one after the other: {expected} (use --quick for under 10 minutes in all)", flush=True)
     rows, failed = [], []
     t_start = time.perf_counter()
     for name in NAMES:
