@@ -207,6 +207,15 @@ class TestSpecs:
         wide = layers.CPConvSpec(4, 6, 3, rank=20, padding="VALID")  # 2240 per element against 1740 + 576 per element
         assert wide.choose((1, 10, 4)) is FACTORIZED and wide.choose((2, 10, 4)) is DENSE
         assert wide.flops((2, 10, 4)) == 2 * (1740 + 2 * dense_conv)
+        # TTConv's AUTO weighs the factorised multiply-adds by 4 (measured time per multiply-add against lax conv):
+        # a third of the dense multiply-adds is not enough to pick it, a twentieth is
+        ttc = layers.TTConvSpec(64, 64, (3, 3), ranks=4, padding="SAME", in_modes=(8, 8), out_modes=(8, 8))
+        c = ttc.costs((32, 16, 16, 64))
+        assert 0.2 < c[FACTORIZED] / c[DENSE] < 0.5 and ttc.choose((32, 16, 16, 64)) is DENSE
+        assert ttc.estimated_costs((32, 16, 16, 64)) == {FACTORIZED: 4 * c[FACTORIZED], DENSE: c[DENSE]}
+        thin = layers.TTConvSpec(1024, 1024, (3, 3), ranks=2, padding="SAME", in_modes=(32, 32), out_modes=(32, 32))
+        c = thin.costs((4, 8, 8, 1024))
+        assert c[FACTORIZED] * 4 < c[DENSE] and thin.choose((4, 8, 8, 1024)) is FACTORIZED
         # Tucker-2, 2-D, (3, 3), stride 2, SAME, 8 x 7 -> 4 x 4: 1x1 at 56 positions, core conv and 1x1 at 16
         tucker = layers.TuckerConvSpec(4, 6, (3, 3), ranks=(2, 3), strides=2, padding="SAME")
         costs = tucker.costs((3, 8, 7, 4))
