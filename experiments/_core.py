@@ -44,7 +44,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "out"
-DATA_DIR_ENV = "TNKIT_DATA_DIR"
 
 #: The experiments, in the order ``list`` shows them and ``run all`` runs them.
 NAMES = (
@@ -232,9 +231,11 @@ def load(name: str) -> Experiment:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
-    """``data_dir`` if given, else ``$TNKIT_DATA_DIR`` if set, else ``None``."""
+    """``data_dir`` if given, else ``$TNKIT_DATA_DIR`` (``experiments.data.DATA_DIR_ENV``) if set, else ``None``."""
     if data_dir is not None:
         return Path(data_dir)
+    from experiments.data import DATA_DIR_ENV
+
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env) if env else None
 

@@ -158,7 +158,8 @@ def load_mnist(
 
 
 def load_sample_image(name: str = "china.jpg") -> np.ndarray:
-    """One of scikit-learn's bundled photos (``"china.jpg"`` or ``"flower.jpg"``), ``(427, 640, 3)`` float32 in [0, 1]."""
+    """One of scikit-learn's bundled photos (``"china.jpg"`` or ``"flower.jpg"``): ``(427, 640, 3)`` float32 in
+    [0, 1]."""
     from sklearn.datasets import load_sample_image as sk_load
 
     return (sk_load(name) / 255.0).astype(np.float32)

@@ -26,7 +26,8 @@ def run_smoke(name: str, tmp_path: pathlib.Path, *extra: str, timeout: float = 6
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "experiments", "run", name, "--smoke", "--quiet", "--out", str(out), *extra]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    output = f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{output}"
     record = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
     assert record["experiment"] == name and record["size"] == "smoke"

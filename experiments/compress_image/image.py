@@ -173,7 +173,8 @@ def run(config, ctx) -> Outcome:
         raise AssertionError("image_to_tensor and tensor_to_image are not inverse to each other")
     x = jnp.asarray(x_np)
     dense_size = int(x_np.size)
-    ctx.log(f"china.jpg crop {img.shape} -> tensor {x_np.shape} ({dense_size} entries, {x.dtype}); ranks {config.ranks}")
+    ctx.log(f"china.jpg crop {img.shape} -> tensor {x_np.shape} ({dense_size} entries, {x.dtype})")
+    ctx.log(f"ranks {config.ranks}")
 
     shown = set(pick_shown(list(config.ranks)))
     rows, recons = [], {}

@@ -183,12 +183,11 @@ class Spec(abc.ABC):
         """The product with an input already passed through :meth:`check_input`, never forming the weight."""
 
     def apply_factorized_with_bias(
-        self, params: Mapping[str, jax.Array], x: jax.Array, bias: jax.Array, precision=None
+        self, params: Mapping[str, jax.Array], x: jax.Array, bias: jax.Array | None, precision=None
     ) -> jax.Array:
-        """:meth:`apply_factorized` plus ``bias`` (broadcast over the last axis). Specs whose contraction runs in
-        row chunks override this to add the bias inside each chunk, so no second output-sized buffer is needed."""
-        y = self.apply_factorized(params, x, precision)
-        return y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+        """:meth:`apply_factorized` plus ``bias`` (``None``: no bias) over the last axis. Specs whose contraction runs
+        in row chunks override this to add the bias inside each chunk, so no second output-sized buffer is needed."""
+        return add_bias(self.apply_factorized(params, x, precision), bias)
 
     @abc.abstractmethod
     def apply_dense(self, weight: jax.Array, x: jax.Array, precision=None) -> jax.Array:
@@ -335,12 +334,8 @@ def apply(
         if bias.shape != (n_out,):
             raise ValueError(f"bias must have shape (out_features,) = ({n_out},), got {bias.shape}")
     if implementation is Implementation.FACTORIZED:
-        if bias is None:
-            y = spec.apply_factorized(params, x, precision)
-        else:
-            y = spec.apply_factorized_with_bias(params, x, bias, precision)
-            bias = None
-    elif implementation is Implementation.DENSE:
+        return restore(spec.apply_factorized_with_bias(params, x, bias, precision))
+    if implementation is Implementation.DENSE:
         y = spec.apply_dense(spec.to_dense(params), x, precision)
     else:
         fn = next((f for (t, impl), f in _REGISTRY.items() if impl == implementation and isinstance(spec, t)), None)
@@ -350,9 +345,13 @@ def apply(
                 f"{registered_implementations(type(spec))}"
             )
         y = fn(spec, params, x, precision=precision)
-    if bias is not None:
-        y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
-    return restore(y)
+    return restore(add_bias(y, bias))
+
+
+def add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """``y + bias`` over the last axis (explicitly broadcast: tnkit runs under ``jax_numpy_rank_promotion="raise"``);
+    ``y`` when ``bias`` is ``None``."""
+    return y if bias is None else y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
 
 
 # ------------------------------------------------------------------------------------------------ feature modes
@@ -446,7 +445,8 @@ def gaussian_factors(
     """
     if kernel_init is not None:
         keys = jax.random.split(key, len(shapes))
-        return {name: jnp.asarray(kernel_init(k, shape, dtype), dtype) for k, (name, shape) in zip(keys, shapes.items())}
+        items = zip(keys, shapes.items())
+        return {name: jnp.asarray(kernel_init(k, shape, dtype), dtype) for k, (name, shape) in items}
     sizes = [math.prod(shape) for shape in shapes.values()]
     total = sum(sizes)
     flat = jax.random.normal(key, (_draw_size(total),), dtype)

@@ -296,7 +296,9 @@ class ConvSpec(_base.Spec):
 
     def _info(self, kernel, params) -> _base.ConversionInfo:
         return _base.ConversionInfo(
-            _base.relative_error(kernel, _base.dense_weight(self, params)), self.count_params(), int(math.prod(kernel.shape))
+            _base.relative_error(kernel, _base.dense_weight(self, params)),
+            self.count_params(),
+            int(math.prod(kernel.shape)),
         )
 
 

@@ -334,7 +334,8 @@ class TTEmbeddingSpec:
         )
         spec = cls(n, f, ranks=a.ranks, vocab_modes=a.row_dims, feature_modes=a.col_dims)
         params = {f"core_{k}": c for k, c in enumerate(a.cores)}
-        info = _base.ConversionInfo(_base.relative_error(table, _base.dense_weight(spec, params)), spec.count_params(), table.size)
+        error = _base.relative_error(table, _base.dense_weight(spec, params))
+        info = _base.ConversionInfo(error, spec.count_params(), table.size)
         return spec, params, info
 
 

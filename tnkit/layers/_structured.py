@@ -59,7 +59,8 @@ def _set(obj, **values) -> None:
 
 
 def _info(kernel, spec, params) -> _base.ConversionInfo:
-    return _base.ConversionInfo(_base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size)
+    error = _base.relative_error(kernel, _base.dense_weight(spec, params))
+    return _base.ConversionInfo(error, spec.count_params(), kernel.size)
 
 
 # The conversions run their fixed-rank parts as jitted functions: one compiled program per shape instead of dozens of

@@ -298,17 +298,14 @@ class TTLinearSpec(_base.LinearSpec):
                     y = jnp.einsum("bMrq,rmq->bMm", t, right, precision=precision)
                 return y.reshape(xc.shape[0], -1)
 
-        if bias is not None:
-            unbiased = contract
-
-            def contract(xc):
-                return unbiased(xc) + bias[None, :]
+        def contract_with_bias(xc):
+            return _base.add_bias(contract(xc), bias)
 
         if chunks == 1:
-            return contract(x)
+            return contract_with_bias(x)
         pad = chunks * rows - batch
         xs = (jnp.pad(x, ((0, pad), (0, 0))) if pad else x).reshape(chunks, rows, self.in_features)
-        y = lax.map(jax.checkpoint(contract), xs).reshape(chunks * rows, self.out_features)
+        y = lax.map(jax.checkpoint(contract_with_bias), xs).reshape(chunks * rows, self.out_features)
         return y[:batch] if pad else y
 
     @classmethod
