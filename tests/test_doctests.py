@@ -48,6 +48,7 @@ MODULES = [
     "tnkit.optim._shampoo4bit",
     "tnkit.optim._checkpoint",
     "tnkit.optim._distributed",
+    "tnkit.optim._complex",
 ]
 
 

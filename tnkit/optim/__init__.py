@@ -9,6 +9,8 @@
 * :func:`scale_by_shampoo_4bit` / :func:`shampoo_4bit`: Shampoo with eigenvectors stored block-wise in 4 bits
   (:func:`quantize`, :func:`dequantize`, :func:`bjorck_orthonormalize`).
 * :func:`save_state` / :func:`load_state`: optimizer-state checkpoints that restore on any device count.
+* :func:`conjugate_complex`: turns JAX's gradients of complex parameters into descent directions for optax (chain it
+  first; JAX returns the conjugate of the ascent direction).
 
 Example:
   >>> import jax.numpy as jnp
@@ -20,6 +22,7 @@ Example:
 """
 
 from tnkit.optim._checkpoint import load_state, save_state
+from tnkit.optim._complex import conjugate_complex
 from tnkit.optim._matrix_functions import RootInfo, RootMethod, inverse_pth_root
 from tnkit.optim._quantize import LINEAR_SQUARE_CODEBOOK, Quantized, bjorck_orthonormalize, dequantize, quantize
 from tnkit.optim._shampoo import Grafting, ShampooLayout, ShampooState, scale_by_shampoo, shampoo
@@ -49,4 +52,5 @@ __all__ = [
     "bjorck_orthonormalize",
     "Quantized",
     "LINEAR_SQUARE_CODEBOOK",
+    "conjugate_complex",
 ]

@@ -445,7 +445,15 @@ def _check_leaf(x, name: str):
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array, got {type(x).__name__}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a real floating dtype (Shampoo's statistics are real), got {x.dtype}")
+        hint = ""
+        if jnp.issubdtype(x.dtype, jnp.complexfloating):
+            hint = (
+                "; for complex parameters use optax.chain(tnkit.optim.conjugate_complex(), "
+                "optax.contrib.split_real_and_imaginary(<this optimizer>))"
+            )
+        raise TypeError(
+            f"{name} must have a real floating dtype (Shampoo's statistics are real), got {x.dtype}{hint}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- the transform
