@@ -219,3 +219,46 @@ class TestCP:
     def test_validation_errors(self, weights, factors, match):
         with pytest.raises(ValueError, match=match):
             CP(weights, factors)
+
+
+class TestScaleAcrossFormats:
+    """Every format's ``scale`` follows one dtype rule (``_checks.scalar_factor``) and matches ``alpha * dense``."""
+
+    @staticmethod
+    def _make(name, dtype):
+        from tnkit import cp, kron, tr, tree, tucker
+
+        key = jax.random.key(0)
+        if name == "kron":
+            a = jax.random.normal(key, (2, 3), dtype)
+            return kron.Kron([a, a.T]), kron.to_dense, kron.scale
+        module = {"tt": tt, "tr": tr, "cp": cp, "tucker": tucker, "tree": tree}.get(name)
+        if name == "ttm":
+            return ttm.random(key, (2, 3), (3, 2), 2, dtype=dtype), ttm.to_dense, ttm.scale
+        return module.random(key, (2, 3, 2), 2, dtype=dtype), module.to_dense, module.scale
+
+    FORMATS = ["tt", "ttm", "tr", "cp", "tucker", "tree", "kron"]
+
+    @pytest.mark.parametrize("name", FORMATS)
+    @pytest.mark.parametrize(
+        "dtype, alpha, expected",
+        [
+            (jnp.float32, np.complex128(2 - 1j), jnp.complex64),  # complex alpha: same precision, made complex
+            (jnp.float64, np.complex64(2 - 1j), jnp.complex128),
+            (jnp.float32, np.float64(-1.5), jnp.float32),  # real alpha never changes the dtype
+            (jnp.complex64, np.complex128(0.5j), jnp.complex64),
+        ],
+    )
+    def test_dtype_rule_and_value(self, name, dtype, alpha, expected):
+        obj, to_dense, scale = self._make(name, dtype)
+        out = scale(obj, alpha)
+        assert out.dtype == expected
+        want = np.asarray(to_dense(obj), np.complex128) * complex(alpha)
+        tol = 1e-5 if jnp.finfo(expected).bits <= 32 else 1e-12
+        np.testing.assert_allclose(np.asarray(to_dense(out), np.complex128), want, rtol=tol, atol=tol)
+
+    @pytest.mark.parametrize("name", FORMATS)
+    def test_non_scalar_alpha_is_rejected(self, name):
+        obj, _, scale = self._make(name, jnp.float32)
+        with pytest.raises(ValueError, match=r"alpha must be a scalar, got shape \(2,\)"):
+            scale(obj, jnp.ones(2))

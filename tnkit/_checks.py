@@ -84,3 +84,20 @@ def check_dims(dims) -> tuple[int, ...]:
     if not dims or any(n < 1 for n in dims):
         raise ValueError(f"dims must be a non-empty sequence of positive ints, got {dims}")
     return dims
+
+
+def scalar_factor(alpha, dtype) -> tuple[jax.Array, jnp.dtype]:
+    """Validate the ``alpha`` of a ``scale`` function and choose the result's dtype.
+
+    The result keeps ``dtype`` (the scaled object's), except that a complex ``alpha`` makes a real object complex
+    at the same precision (``float32 -> complex64``, ``float64 -> complex128``); ``alpha`` is cast to that dtype.
+
+    Returns:
+      ``(alpha, dtype)``: ``alpha`` as a 0-d array of the result dtype, and that dtype.
+    """
+    alpha = jnp.asarray(alpha)
+    if alpha.ndim != 0:
+        raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
+    if jnp.issubdtype(alpha.dtype, jnp.complexfloating) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        dtype = jnp.result_type(dtype, jnp.complex64)
+    return alpha.astype(dtype), jnp.dtype(dtype)

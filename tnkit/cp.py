@@ -284,14 +284,9 @@ def scale(t: CP, alpha) -> CP:
       True
     """
     _check_cp(t)
-    alpha = jnp.asarray(alpha)
-    if alpha.ndim != 0:
-        raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
-    dtype = t.dtype
-    if jnp.issubdtype(alpha.dtype, jnp.complexfloating) and not jnp.issubdtype(dtype, jnp.complexfloating):
-        dtype = jnp.result_type(dtype, jnp.complex64)
+    alpha, dtype = _checks.scalar_factor(alpha, t.dtype)
     factors = [f.astype(dtype) for f in t.factors]
-    return CP(t.weights.astype(dtype) * alpha.astype(dtype), factors)
+    return CP(t.weights.astype(dtype) * alpha, factors)
 
 
 def normalize(t: CP) -> CP:

@@ -63,7 +63,7 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from tnkit import _linalg
+from tnkit import _checks, _linalg
 
 __all__ = [
     "Kron",
@@ -920,15 +920,10 @@ def scale(op: Kron | KronSum, alpha) -> Kron | KronSum:
       True
     """
     _check_op(op)
-    alpha = jnp.asarray(alpha)
-    if alpha.ndim != 0:
-        raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
-    dtype = op.dtype
-    if jnp.issubdtype(alpha.dtype, jnp.complexfloating) and not jnp.issubdtype(dtype, jnp.complexfloating):
-        dtype = jnp.result_type(dtype, alpha.dtype)
+    alpha, dtype = _checks.scalar_factor(alpha, op.dtype)
     op = _cast(op, dtype)
     factors = list(op.factors)
-    factors[0] = factors[0] * alpha.astype(dtype)
+    factors[0] = factors[0] * alpha
     return type(op)(factors)
 
 

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tnkit import _checks, _linalg
+from tnkit import _checks, _cores, _linalg
 from tnkit import tt as _tt
 from tnkit._linalg import SVDMethod
 from tnkit.formats import TR, TT
@@ -667,14 +667,7 @@ def add(a: TR, b: TR) -> TR:
     _check_tr(b, "b")
     _check_same_dims(a, b)
     a, b = _promote(a, b)
-    cores = []
-    for ca, cb in zip(a.cores, b.cores):
-        ra, n, ra_next = ca.shape
-        rb, _, rb_next = cb.shape
-        top = jnp.concatenate([ca, jnp.zeros((ra, n, rb_next), ca.dtype)], axis=2)
-        bottom = jnp.concatenate([jnp.zeros((rb, n, ra_next), cb.dtype), cb], axis=2)
-        cores.append(jnp.concatenate([top, bottom], axis=0))
-    return TR(cores)
+    return TR([_cores.block_diagonal(ca, cb) for ca, cb in zip(a.cores, b.cores)])
 
 
 def scale(t: TR, alpha) -> TR:
@@ -688,16 +681,9 @@ def scale(t: TR, alpha) -> TR:
       True
     """
     _check_tr(t)
-    alpha = jnp.asarray(alpha)
-    if alpha.ndim != 0:
-        raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
-    dtype = jnp.result_type(t.dtype, alpha.dtype)
-    if not jnp.issubdtype(t.dtype, jnp.complexfloating) and jnp.issubdtype(dtype, jnp.complexfloating):
-        cores = [c.astype(dtype) for c in t.cores]
-    else:
-        cores = list(t.cores)
-        dtype = t.dtype
-    cores[0] = cores[0] * alpha.astype(dtype)
+    alpha, dtype = _checks.scalar_factor(alpha, t.dtype)
+    cores = [c.astype(dtype) for c in t.cores]
+    cores[0] = cores[0] * alpha
     return TR(cores)
 
 

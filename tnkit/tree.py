@@ -1001,20 +1001,15 @@ def scale(t: TreeTN, alpha) -> TreeTN:
       True
     """
     _check_treetn(t)
-    if jnp.ndim(alpha) != 0:
-        raise ValueError(f"alpha must be a scalar, got shape {jnp.shape(alpha)}")
+    alpha, _ = _checks.scalar_factor(alpha, t.dtype)
     return _scale(t, alpha)
 
 
 @jax.jit
 def _scale(t: TreeTN, alpha) -> TreeTN:
-    dtype = jnp.result_type(t.dtype, alpha)  # a Python scalar is weakly typed: 1j makes float32 complex64
-    if jnp.issubdtype(dtype, jnp.complexfloating) and not jnp.issubdtype(t.dtype, jnp.complexfloating):
-        cores = [c.astype(dtype) for c in t.cores]  # a complex factor makes a real network complex
-    else:
-        cores, dtype = list(t.cores), t.dtype
+    cores = [c.astype(alpha.dtype) for c in t.cores]
     root = t.tree.root
-    cores[root] = cores[root] * jnp.asarray(alpha).astype(dtype)
+    cores[root] = cores[root] * alpha
     return TreeTN(t.tree, cores)
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tnkit import _checks, _linalg
+from tnkit import _checks, _cores, _linalg
 from tnkit._checks import check_dims as _check_dims
 from tnkit._checks import concrete as _concrete
 from tnkit._checks import require_concrete as _require_concrete
@@ -301,12 +301,7 @@ def add(a: TT, b: TT) -> TT:
     if d == 1:
         return TT([a.cores[0] + b.cores[0]])
     cores = [jnp.concatenate([a.cores[0], b.cores[0]], axis=2)]
-    for ca, cb in zip(a.cores[1:-1], b.cores[1:-1]):
-        ra, n, ra_next = ca.shape
-        rb, _, rb_next = cb.shape
-        top = jnp.concatenate([ca, jnp.zeros((ra, n, rb_next), ca.dtype)], axis=2)
-        bottom = jnp.concatenate([jnp.zeros((rb, n, ra_next), cb.dtype), cb], axis=2)
-        cores.append(jnp.concatenate([top, bottom], axis=0))
+    cores += [_cores.block_diagonal(ca, cb) for ca, cb in zip(a.cores[1:-1], b.cores[1:-1])]
     cores.append(jnp.concatenate([a.cores[-1], b.cores[-1]], axis=0))
     return TT(cores)
 
@@ -322,16 +317,9 @@ def scale(t: TT, alpha) -> TT:
       True
     """
     _check_tt(t)
-    alpha = jnp.asarray(alpha)
-    if alpha.ndim != 0:
-        raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
-    dtype = jnp.result_type(t.dtype, alpha.dtype)
-    if not jnp.issubdtype(t.dtype, jnp.complexfloating) and jnp.issubdtype(dtype, jnp.complexfloating):
-        cores = [c.astype(dtype) for c in t.cores]
-    else:
-        cores = list(t.cores)
-        dtype = t.dtype
-    cores[0] = cores[0] * alpha.astype(dtype)
+    alpha, dtype = _checks.scalar_factor(alpha, t.dtype)
+    cores = [c.astype(dtype) for c in t.cores]
+    cores[0] = cores[0] * alpha
     return TT(cores)
 
 

@@ -870,14 +870,9 @@ def scale(t: Tucker, alpha) -> Tucker:
       True
     """
     _check_tucker(t)
-    alpha = jnp.asarray(alpha)
-    if alpha.ndim != 0:
-        raise ValueError(f"alpha must be a scalar, got shape {alpha.shape}")
-    dtype = jnp.result_type(t.dtype, alpha.dtype)
-    if not jnp.issubdtype(dtype, jnp.complexfloating) or jnp.issubdtype(t.dtype, jnp.complexfloating):
-        dtype = t.dtype
+    alpha, dtype = _checks.scalar_factor(alpha, t.dtype)
     factors = [f.astype(dtype) for f in t.factors]
-    return Tucker(t.core.astype(dtype) * alpha.astype(dtype), factors)
+    return Tucker(t.core.astype(dtype) * alpha, factors)
 
 
 def sub(a: Tucker, b: Tucker) -> Tucker:
