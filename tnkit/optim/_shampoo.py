@@ -98,7 +98,11 @@ class ShampooLayout(NamedTuple):
         AdaGrad, blocked).
       root_order: ``p`` in ``P_i = (S_i + ε λ_max I)^{-1/p}``, a positive int used for every mode of every
         parameter; ``None`` gives ``2k`` for a parameter with ``k`` modes after merging (so that the Kronecker
-        product of the factors is the inverse square root, as in full-matrix AdaGrad).
+        product of the factors is the inverse square root, as in full-matrix AdaGrad). ``2`` for a matrix gives
+        ``(L ⊗ R)^{-1/2}``, the power at which ``L ⊗ R`` best approximates full-matrix AdaGrad's statistics (Morwani
+        et al., 2024). On minibatch least squares with Kronecker-correlated inputs it needed 1.35-2.15x fewer steps than
+        the default at batch sizes 16-64, and 2.6x more with full-batch, noise-free gradients
+        (``benchmarks/bench_optim_lstsq.py``).
     """
 
     block_size: int = 256
