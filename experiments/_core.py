@@ -93,7 +93,8 @@ class Experiment:
       paper: the paper reproduced (authors, title, venue, year).
       claim: the claim being tested, in one or two sentences.
       configs: one config (a frozen dataclass) per :class:`Size`.
-      run: ``run(config, ctx) -> Outcome``.
+      run: ``run(config, ctx) -> Outcome``, or its location ``"package.module:function"``, imported when the
+        experiment runs (so that ``list`` and loading stay cheap: the module usually imports JAX and the models).
       runtime: expected wall time of each size on a 2-core CPU, e.g. ``{Size.FULL: "about 25 min", ...}``.
       x64: whether the experiment needs ``jax_enable_x64`` (set before it runs; ``run all`` gives every experiment its
         own process, so this never leaks into another experiment).
@@ -104,7 +105,7 @@ class Experiment:
     paper: str
     claim: str
     configs: Mapping[Size, Any]
-    run: Callable[[Any, Context], Outcome]
+    run: Callable[[Any, Context], Outcome] | str
     runtime: Mapping[Size, str]
     x64: bool = False
 
@@ -112,6 +113,15 @@ class Experiment:
         missing = [s.value for s in Size if s not in self.configs]
         if missing:
             raise ValueError(f"experiment {self.name!r}: configs has no entry for size(s) {missing}")
+        if isinstance(self.run, str) and self.run.count(":") != 1:
+            raise ValueError(f"experiment {self.name!r}: run must be 'package.module:function', got {self.run!r}")
+
+    def run_function(self) -> Callable[[Any, Context], Outcome]:
+        """``run`` as a callable (imported here when given as ``"package.module:function"``)."""
+        if callable(self.run):
+            return self.run
+        module, function = self.run.split(":")
+        return getattr(importlib.import_module(module), function)
 
 
 class Context:
@@ -295,7 +305,7 @@ def run_experiment(
     ctx = Context(out, seed, size, resolve_data_dir(data_dir), verbose=verbose)
     ctx.log(f"== {name}: {exp.title} [{size.value}, seed {seed}] -> {out}")
     t0 = time.perf_counter()
-    outcome = exp.run(config, ctx)
+    outcome = exp.run_function()(config, ctx)
     wall = time.perf_counter() - t0
     if not isinstance(outcome, Outcome):
         raise TypeError(f"experiment {name!r}: run returned {type(outcome).__name__}, expected Outcome")

@@ -119,3 +119,17 @@ def test_cli_set_overrides_a_config_field_and_is_checked(tmp_path):
     assert _overrides(["ranks=(2, 3)", "repeats=1"], "compress_image") == {"ranks": (2, 3), "repeats": 1}
     with pytest.raises(SystemExit, match="expected FIELD=VALUE"):
         _overrides(["ranks"], "compress_image")
+
+
+def test_every_experiment_run_resolves_to_a_function():
+    for name in _core.NAMES:
+        exp = _core.load(name)
+        fn = exp.run_function()
+        assert callable(fn) and fn.__name__ == "run", name
+
+
+def test_experiment_run_location_is_checked():
+    config = {size: None for size in _core.Size}
+    with pytest.raises(ValueError, match=r"run must be 'package\.module:function', got 'experiments\.flora'"):
+        _core.Experiment("x", "t", "p", "c", config, "experiments.flora", {})
+    assert _core.Experiment("x", "t", "p", "c", config, len, {}).run_function() is len

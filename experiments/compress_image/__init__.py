@@ -33,12 +33,6 @@ class Config:
             raise ValueError(f"repeats: expected >= 1, got {self.repeats}")
 
 
-def _run(config, ctx):
-    from experiments.compress_image.image import run
-
-    return run(config, ctx)
-
-
 EXPERIMENT = Experiment(
     name="compress_image",
     title="TT compression of a photo, tnkit against TensorLy",
@@ -49,7 +43,7 @@ EXPERIMENT = Experiment(
         Size.QUICK: Config(ranks=(1, 2, 4, 8, 16, 32, 64), repeats=3),
         Size.SMOKE: Config(ranks=(1, 4, 16), repeats=1),
     },
-    run=_run,
+    run="experiments.compress_image.image:run",
     runtime={Size.FULL: "about 1 min", Size.QUICK: "about 30 s", Size.SMOKE: "about 10 s"},
     x64=True,
 )

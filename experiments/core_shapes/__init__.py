@@ -59,12 +59,6 @@ class Config:
             raise ValueError(f"repeats: expected >= 1, got {self.repeats}")
 
 
-def _run(config, ctx):
-    from experiments.core_shapes.search import run
-
-    return run(config, ctx)
-
-
 EXPERIMENT = Experiment(
     name="core_shapes",
     title="Approximately optimal Tucker core shapes: knapsack against greedy rank search",
@@ -94,7 +88,7 @@ EXPERIMENT = Experiment(
             repeats=1,
         ),
     },
-    run=_run,
+    run="experiments.core_shapes.search:run",
     runtime={Size.FULL: "about 5 min", Size.QUICK: "about 60 s", Size.SMOKE: "about 15 s"},
     x64=True,
 )

@@ -84,12 +84,6 @@ class Config:
                 raise ValueError(f"{name}: expected positive integers, got {ranks}")
 
 
-def _run(config, ctx):
-    from experiments.flora.flora import run
-
-    return run(config, ctx)
-
-
 EXPERIMENT = Experiment(
     name="flora",
     title="FLoRA: Tucker adapters of conv kernels against LoRA",
@@ -112,6 +106,6 @@ EXPERIMENT = Experiment(
             full_finetune=False,
         ),
     },
-    run=_run,
+    run="experiments.flora.flora:run",
     runtime={Size.FULL: "about 6 min", Size.QUICK: "about 1.5 min", Size.SMOKE: "about 35 s"},
 )

@@ -77,12 +77,6 @@ class Config:
             )
 
 
-def _run(config, ctx):
-    from experiments.shampoo.train import run
-
-    return run(config, ctx)
-
-
 EXPERIMENT = Experiment(
     name="shampoo",
     title="Shampoo and 4-bit Shampoo vs Adam on a CNN",
@@ -108,7 +102,7 @@ EXPERIMENT = Experiment(
             batch_size=32,
         ),
     },
-    run=_run,
+    run="experiments.shampoo.train:run",
     runtime={
         Size.FULL: "about 4 min",
         Size.QUICK: "about 1 min",

@@ -79,12 +79,6 @@ class Config:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
 
 
-def _run(config, ctx):
-    from experiments.structured_dense.mlp import run
-
-    return run(config, ctx)
-
-
 EXPERIMENT = Experiment(
     name="structured_dense",
     title="Structured hidden layers vs dense at matched FLOPs",
@@ -117,6 +111,6 @@ EXPERIMENT = Experiment(
             fast_compile=True,
         ),
     },
-    run=_run,
+    run="experiments.structured_dense.mlp:run",
     runtime={Size.FULL: "about 5 min", Size.QUICK: "about 1 min", Size.SMOKE: "about 25 s"},
 )

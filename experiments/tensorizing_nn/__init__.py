@@ -68,12 +68,6 @@ class Config:
             raise ValueError(f"train_limit: expected None or >= batch_size ({self.batch_size}), got {self.train_limit}")
 
 
-def _run(config, ctx):
-    from experiments.tensorizing_nn.train import run
-
-    return run(config, ctx)
-
-
 EXPERIMENT = Experiment(
     name="tensorizing_nn",
     title="TT-layer vs dense and matrix-rank layers (1024 -> 1024 MLP)",
@@ -90,6 +84,6 @@ EXPERIMENT = Experiment(
         Size.QUICK: Config(tt_ranks=(1, 4, 16), epochs=20, seeds=1, svd_baseline=False),
         Size.SMOKE: Config(tt_ranks=(4,), epochs=5, seeds=1, train_limit=768, svd_baseline=False),
     },
-    run=_run,
+    run="experiments.tensorizing_nn.train:run",
     runtime={Size.FULL: "about 4 min", Size.QUICK: "about 50 s", Size.SMOKE: "about 25 s"},
 )

@@ -81,12 +81,6 @@ class Config:
             )
 
 
-def _run(config, ctx):
-    from experiments.tfno.run import run
-
-    return run(config, ctx)
-
-
 EXPERIMENT = Experiment(
     name="tfno",
     title="Tensorized FNO (Tucker/CP spectral weights) on 1-D Burgers",
@@ -129,7 +123,7 @@ EXPERIMENT = Experiment(
             fast_compile=True,
         ),
     },
-    run=_run,
+    run="experiments.tfno.run:run",
     runtime={
         Size.FULL: "about 10 min",
         Size.QUICK: "about 1 min",

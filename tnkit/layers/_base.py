@@ -147,6 +147,13 @@ def dense_weight(spec: Spec, params: Mapping[str, jax.Array]) -> jax.Array:
     return spec.to_dense(params)
 
 
+def conversion_info(spec: Spec, params: Mapping[str, jax.Array], reference) -> ConversionInfo:
+    """The :class:`ConversionInfo` of a conversion of the dense ``reference`` (a kernel or table) into ``spec`` /
+    ``params``: the relative error of the rebuilt weight, and both parameter counts."""
+    error = relative_error(reference, dense_weight(spec, params))
+    return ConversionInfo(error, spec.count_params(), int(np.size(reference)))
+
+
 def relative_error(dense, approx) -> float:
     """``||dense - approx||_F / ||dense||_F`` as a Python float (0 when both are zero)."""
     dense = np.asarray(dense, dtype=np.complex128 if np.iscomplexobj(dense) else np.float64)

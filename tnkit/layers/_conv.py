@@ -294,13 +294,6 @@ class ConvSpec(_base.Spec):
             _base.Implementation.DENSE: self.rebuild_cost() + conv,
         }
 
-    def _info(self, kernel, params) -> _base.ConversionInfo:
-        return _base.ConversionInfo(
-            _base.relative_error(kernel, _base.dense_weight(self, params)),
-            self.count_params(),
-            int(math.prod(kernel.shape)),
-        )
-
 
 # -------------------------------------------------------------------------------------------------------- CP
 
@@ -464,7 +457,7 @@ class CPConvSpec(ConvSpec):
         factors = _cp_als_balanced(kernel, spec.rank, int(num_iters), tol, key)
         params = {f"spatial_{j}": factors[j] for j in range(len(ks))}
         params["in_factor"], params["out_factor"] = factors[-2], factors[-1]
-        return spec, params, spec._info(kernel, params)
+        return spec, params, _base.conversion_info(spec, params, kernel)
 
 
 # ---------------------------------------------------------------------------------------------------- Tucker
@@ -658,7 +651,7 @@ class TuckerConvSpec(ConvSpec):
             "core": core.reshape(tuple(ks) + t.ranks[1:]),
             "out_factor": t.factors[2],
         }
-        return spec, params, spec._info(kernel, params)
+        return spec, params, _base.conversion_info(spec, params, kernel)
 
 
 # -------------------------------------------------------------------------------------------------------- TT
@@ -895,4 +888,4 @@ class TTConvSpec(ConvSpec):
         )
         params = {"spatial_core": a.cores[0].reshape(tuple(ks) + (a.ranks[1],))}
         params.update({f"core_{j}": c for j, c in enumerate(a.cores[1:])})
-        return spec, params, spec._info(kernel, params)
+        return spec, params, _base.conversion_info(spec, params, kernel)

@@ -334,8 +334,7 @@ class TTEmbeddingSpec:
         )
         spec = cls(n, f, ranks=a.ranks, vocab_modes=a.row_dims, feature_modes=a.col_dims)
         params = {f"core_{k}": c for k, c in enumerate(a.cores)}
-        error = _base.relative_error(table, _base.dense_weight(spec, params))
-        info = _base.ConversionInfo(error, spec.count_params(), table.size)
+        info = _base.conversion_info(spec, params, table)
         return spec, params, info
 
 

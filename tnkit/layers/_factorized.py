@@ -195,9 +195,7 @@ class LowRankLinearSpec(_base.LinearSpec):
         scale = jnp.where(scale > 0, scale, 1.0).astype(kernel.dtype)
         params = {"a": u * scale[None, :], "b": b / scale[:, None]}
         spec = cls(kernel.shape[0], kernel.shape[1], rank=u.shape[1])
-        info = _base.ConversionInfo(
-            _base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size
-        )
+        info = _base.conversion_info(spec, params, kernel)
         return spec, params, info
 
 
@@ -411,9 +409,7 @@ class TuckerLinearSpec(_base.LinearSpec):
         p = len(in_modes)
         params.update({f"in_factor_{k}": t.factors[k] for k in range(p)})
         params.update({f"out_factor_{k}": t.factors[p + k] for k in range(len(out_modes))})
-        info = _base.ConversionInfo(
-            _base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size
-        )
+        info = _base.conversion_info(spec, params, kernel)
         return spec, params, info
 
 
@@ -579,7 +575,5 @@ class CPLinearSpec(_base.LinearSpec):
         p = len(in_modes)
         params = {f"in_factor_{k}": factors[k] for k in range(p)}
         params.update({f"out_factor_{k}": factors[p + k] for k in range(len(out_modes))})
-        info = _base.ConversionInfo(
-            _base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size
-        )
+        info = _base.conversion_info(spec, params, kernel)
         return spec, params, info

@@ -58,11 +58,6 @@ def _set(obj, **values) -> None:
         object.__setattr__(obj, k, v)
 
 
-def _info(kernel, spec, params) -> _base.ConversionInfo:
-    error = _base.relative_error(kernel, _base.dense_weight(spec, params))
-    return _base.ConversionInfo(error, spec.count_params(), kernel.size)
-
-
 # The conversions run their fixed-rank parts as jitted functions: one compiled program per shape instead of dozens of
 # eagerly compiled operations (several times faster for a one-off conversion).
 
@@ -249,7 +244,7 @@ class KronLinearSpec(_base.LinearSpec):
             )
         a, b = _kron_sum_factors(kernel, (n, p), (n, q), n)
         params = {"a": a, "b": b}
-        return spec, params, _info(kernel, spec, params)
+        return spec, params, _base.conversion_info(spec, params, kernel)
 
 
 # ----------------------------------------------------------------------------------------------------- BTT
@@ -406,7 +401,7 @@ class BlockTTLinearSpec(_base.LinearSpec):
             "core_0": left.reshape(m1, n1, m2, rank).transpose(0, 2, 1, 3),
             "core_1": right.reshape(m1, n1, rank, n2).transpose(1, 0, 2, 3),
         }
-        return spec, params, _info(kernel, spec, params)
+        return spec, params, _base.conversion_info(spec, params, kernel)
 
 
 # ------------------------------------------------------------------------------------------------- Monarch
@@ -535,7 +530,7 @@ class MonarchLinearSpec(_base.LinearSpec):
             "r_blocks": left.reshape(b, b, p),  # [k, j, i]
             "l_blocks": right.reshape(b, b, q).transpose(1, 2, 0),  # [k, j, t] -> [j, t, k]
         }
-        return spec, params, _info(kernel, spec, params)
+        return spec, params, _base.conversion_info(spec, params, kernel)
 
 
 # ----------------------------------------------------------------------------------------------- tensor ring
@@ -702,4 +697,4 @@ class TRLinearSpec(_base.LinearSpec):
             t = _ring_of_kernel(kernel, m, n, ranks, max_rank, rtol)
         spec = cls(kernel.shape[0], kernel.shape[1], ranks=t.ranks, in_modes=n, out_modes=m)
         params = {f"core_{k}": c.reshape(c.shape[0], m[k], n[k], c.shape[2]) for k, c in enumerate(t.cores)}
-        return spec, params, _info(kernel, spec, params)
+        return spec, params, _base.conversion_info(spec, params, kernel)

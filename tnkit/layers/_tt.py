@@ -348,9 +348,7 @@ class TTLinearSpec(_base.LinearSpec):
             )
         spec = cls(kernel.shape[0], kernel.shape[1], ranks=a.ranks, in_modes=a.col_dims, out_modes=a.row_dims)
         params = {f"core_{k}": c for k, c in enumerate(a.cores)}
-        info = _base.ConversionInfo(
-            _base.relative_error(kernel, _base.dense_weight(spec, params)), spec.count_params(), kernel.size
-        )
+        info = _base.conversion_info(spec, params, kernel)
         return spec, params, info
 
 
