@@ -92,6 +92,19 @@ class TestSpec:
             lc.check_spec_against_dense(spec, params, tt_dense_reference(spec), lc.random_input((batch, 64)))
         lc.check_grads_match_dense(spec, params, lc.random_input((5, 64)))
 
+    def test_every_factorized_plan_matches_dense(self, monkeypatch):
+        # AUTO picks one plan per batch; each of the others (core sweeps both ways, two blocks at every split,
+        # either block first) must be correct too, forward and backward, on an asymmetric layer.
+        spec = layers.TTLinearSpec(48, 40, ranks=3, in_modes=(4, 3, 4), out_modes=(2, 5, 4))
+        params = spec.init(jax.random.key(7), jnp.float64)
+        plans = [plan for plan, _, _ in spec._plans(5)]
+        assert {p[0] for p in plans} == {"sweep", "blocks"} and {p[2] for p in plans if p[0] == "blocks"} == {
+            "left", "right"}
+        for plan in plans:
+            monkeypatch.setattr(layers.TTLinearSpec, "_plan", lambda self, batch, plan=plan: (plan, 1, batch, 0, 0))
+            lc.check_spec_against_dense(spec, params, tt_dense_reference(spec), lc.random_input((5, 48)))
+            lc.check_grads_match_dense(spec, params, lc.random_input((5, 48)))
+
     def test_row_chunks(self, monkeypatch):
         # chunking triggers when the largest intermediate exceeds max(batch * out_features // _CHUNK_DIV,
         # _CHUNK_MIN_NUMBERS); with both set to 1 so tiny layers chunk: 10 rows, intermediate 10 * 256 > 10 * 64
@@ -103,7 +116,7 @@ class TestSpec:
         layers.TTLinearSpec._plan.cache_clear()
         try:
             spec = layers.TTLinearSpec(64, 64, ranks=4, in_modes=(4, 4, 4), out_modes=(4, 4, 4))
-            assert spec._plan(10)[:3] == (("blocks", 1, "right"), 4, 3)
+            assert spec._plan(10)[:3] == (("blocks", 1, "left"), 4, 3)  # a tie with "right": left is faster
             assert spec.costs((10, 64))[layers.Implementation.FACTORIZED] == 4096 + 12 * 5120
             params = spec.init(jax.random.key(4), jnp.float64)
             lc.check_spec_against_dense(spec, params, tt_dense_reference(spec), lc.random_input((2, 5, 64)))

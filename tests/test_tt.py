@@ -152,6 +152,43 @@ class TestRoundAndOrthogonalize:
             np.testing.assert_allclose(e_round, e_svd, rtol=1e-6)
 
     @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
+    def test_round_methods_match_the_dense_tt_svd(self, dtype):
+        # A sum of two TTs whose bond spectra decay (bond index j scaled by 0.6**j): the default (Gram where
+        # reliable) and the SVD route give the truncation error of the TT-SVD of the dense sum.
+        def graded(seed):
+            t = rand_tt(seed, (4, 4, 4, 4, 4), 6, dtype)
+            return TT([c * (0.6 ** jnp.arange(c.shape[2]))[None, None, :] for c in t.cores])
+
+        s = tt.add(graded(3), graded(4))
+        x = tt.to_dense(s)
+        e_svd = rel_err(tt.to_dense(tt.from_dense(x, max_rank=4, method=tt.SVDMethod.ACCURATE)), x)
+        for method in (tt.SVDMethod.AUTO, tt.SVDMethod.ACCURATE):
+            r = jax.jit(functools.partial(tt.round, max_rank=4, method=method))(s)
+            assert r.ranks == (1, 4, 4, 4, 4, 1)
+            np.testing.assert_allclose(rel_err(tt.to_dense(r), x), e_svd, rtol=1e-6)
+
+    def test_round_nearly_exact_keeps_float64_accuracy(self):
+        # x = sum of 6 rank-one terms with weights 1, 1e-2, ..., 1e-10, so round(a + a) at max_rank 6 discards
+        # nothing. The kept singular values go down to ~1e-10, below what a Gram matrix resolves (~1e-8): the Gram
+        # route alone loses them (error ~4e-10); the default must notice and take the SVD.
+        rng = np.random.default_rng(0)
+        x = 0.0
+        for k in range(6):
+            term = np.ones(())
+            for _ in range(8):
+                term = np.multiply.outer(term, rng.standard_normal(2))
+            x = x + 10.0 ** (-2 * k) * term
+        a = tt.from_dense(jnp.asarray(x), max_rank=6, method=tt.SVDMethod.ACCURATE)
+        errors = {}
+        for method in tt.SVDMethod:
+            r = jax.jit(functools.partial(tt.round, max_rank=6, method=method))(tt.add(a, a))
+            assert r.ranks == a.ranks
+            errors[method] = rel_err(tt.to_dense(r), 2 * x)
+        assert errors[tt.SVDMethod.GRAM] > 1e-11  # the case needs the fallback
+        assert errors[tt.SVDMethod.AUTO] < 1e-14
+        assert errors[tt.SVDMethod.ACCURATE] < 1e-14
+
+    @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
     @pytest.mark.parametrize("center", [0, 1, 3, -1])
     def test_orthogonalize(self, dtype, center):
         t = rand_tt(2, (2, 3, 4, 2), 3, dtype)
@@ -186,6 +223,10 @@ class TestRoundAndOrthogonalize:
             tt.round(np.ones((2, 2)), max_rank=1)
         with pytest.raises(ValueError, match="cannot run under jax.jit"):
             jax.jit(functools.partial(tt.round, rtol=1e-3))(t)
+        with pytest.raises(TypeError, match=r"method must be a tnkit.tt.SVDMethod \(AUTO, GRAM, ACCURATE\), got 'gram'"):
+            tt.round(t, max_rank=1, method="gram")
+        with pytest.raises(TypeError, match="method must be a tnkit.tt.SVDMethod"):
+            tt.from_dense(jnp.ones((2, 2)), max_rank=1, method="accurate")
 
 
 class TestAlgebra:

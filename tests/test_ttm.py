@@ -160,8 +160,13 @@ class TestAlgebra:
         a = rand_ttm(3, (3, 4), (4, 2), 5)
         w = np.asarray(ttm.to_dense(a)).reshape(3, 4, 4, 2).transpose(0, 2, 1, 3).reshape(12, 8)
         sv = np.linalg.svd(w, compute_uv=False)
-        r = ttm.round(a, max_rank=2)
-        np.testing.assert_allclose(ttm.norm(ttm.sub(a, r)), np.sqrt(np.sum(sv[2:] ** 2)), rtol=1e-9)
+        for method in ttm.SVDMethod:  # Eckart-Young holds for every route here (the kept spectrum is well resolved)
+            r = ttm.round(a, max_rank=2, method=method)
+            np.testing.assert_allclose(ttm.norm(ttm.sub(a, r)), np.sqrt(np.sum(sv[2:] ** 2)), rtol=1e-9)
+            f = ttm.from_dense(jnp.asarray(ttm.to_dense(a)), (3, 4), (4, 2), max_rank=2, method=method)
+            np.testing.assert_allclose(ttm.norm(ttm.sub(a, f)), np.sqrt(np.sum(sv[2:] ** 2)), rtol=1e-9)
+        with pytest.raises(TypeError, match="method must be a tnkit.tt.SVDMethod"):
+            ttm.round(a, max_rank=2, method="svd")
 
 
 def test_ttmatrix_constructor_errors_name_core():

@@ -490,7 +490,7 @@ class TestBadInput:
             tucker.hooi(x, 2, tol=-1.0)
         with pytest.raises(ValueError, match=r"init must have dims \(5, 6, 7\) and ranks \(2, 2, 2\)"):
             tucker.hooi(x, 2, init=rand_tucker(0))
-        with pytest.raises(TypeError, match="method must be a tnkit.tucker.SVDMethod"):
+        with pytest.raises(TypeError, match="method must be a tnkit.tt.SVDMethod"):
             tucker.hosvd(x, method="gram")
         with pytest.raises(TypeError, match="floating or complex dtype, got int32"):
             tucker.hosvd(jnp.ones(DIMS, jnp.int32))

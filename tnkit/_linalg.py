@@ -50,6 +50,17 @@ class SVDMethod(enum.Enum):
     ACCURATE = "accurate"
 
 
+def check_method(method, name: str = "method") -> None:
+    """Raise a ``TypeError`` unless ``method`` is an :class:`SVDMethod`.
+
+    That is the enum every module re-exports (``tnkit.tt.SVDMethod``, ``tnkit.tr.SVDMethod``, ...); a string such
+    as ``"gram"`` is not one.
+    """
+    if not isinstance(method, SVDMethod):
+        choices = ", ".join(m.name for m in SVDMethod)
+        raise TypeError(f"{name} must be a tnkit.tt.SVDMethod ({choices}), got {method!r}")
+
+
 def _safe_reciprocal(x, tol):
     """``1 / x`` where ``|x| > tol``, else ``0``; NaN-free in value and derivative."""
     ok = jnp.abs(x) > tol

@@ -244,6 +244,7 @@ def from_dense(
             "pass ranks alone, or max_rank and/or rtol: ranks fixes r_0 and r_1, which max_rank and rtol would choose"
         )
     _validate_rank_request(max_rank, rtol)
+    _linalg.check_method(method)
     x = _check_dense(x)
     dims = x.shape
     d = len(dims)

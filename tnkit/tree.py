@@ -612,8 +612,7 @@ def from_dense(
     tree = _as_tree(tree, x.ndim, "x")
     caps = _node_max_ranks(tree, max_rank)
     _check_rtol(rtol)
-    if not isinstance(method, SVDMethod):
-        raise TypeError(f"method must be a tnkit.tt.SVDMethod, got {method!r}")
+    _linalg.check_method(method)
     if rtol is None:
         return _from_dense_fixed(x, tree=tree, caps=caps, method=method)
     _require_concrete(x, "tree.from_dense")

@@ -114,6 +114,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None, met
       True
     """
     _validate_rank_request(max_rank, rtol)
+    _linalg.check_method(method)
     if not hasattr(x, "ndim"):
         x = jnp.asarray(x)
     if x.ndim < 1:
@@ -224,7 +225,9 @@ def _orthonormalize_right(preceding, core):
     return preceding, q.T.reshape(k, n, r_next)
 
 
-def round(t: TT, *, max_rank: int | None = None, rtol: float | None = None) -> TT:  # noqa: A001
+def round(  # noqa: A001
+    t: TT, *, max_rank: int | None = None, rtol: float | None = None, method: SVDMethod = SVDMethod.AUTO
+) -> TT:
     """Re-compress ``t`` to lower ranks (TT-rounding).
 
     Right-to-left orthogonalisation followed by a left-to-right sweep of truncated SVDs. Ranks never increase.
@@ -234,6 +237,10 @@ def round(t: TT, *, max_rank: int | None = None, rtol: float | None = None) -> T
       max_rank: largest bond dimension kept. jit-compatible.
       rtol: relative error bound ``||to_dense(t) - to_dense(result)|| <= rtol * ||t||``, split evenly over the
         ``d - 1`` truncations. Forces eager execution.
+      method: how each truncation is factored (a :class:`tnkit.tt.SVDMethod`). The default, ``AUTO``, factors the
+        Gram matrix of the ``(r_{k-1} n_k, r_k)`` unfolding where that truncation is provably as good as an SVD's
+        (within 0.01% in error) and takes an SVD elsewhere, for example where the rounding is nearly exact, as
+        for ``t + t``. ``ACCURATE`` always takes the SVD.
 
     Example:
       >>> import jax
@@ -244,6 +251,7 @@ def round(t: TT, *, max_rank: int | None = None, rtol: float | None = None) -> T
     """
     _check_tt(t)
     _validate_rank_request(max_rank, rtol)
+    _linalg.check_method(method)
     d = t.ndim
     if d == 1:
         return t
@@ -259,10 +267,11 @@ def round(t: TT, *, max_rank: int | None = None, rtol: float | None = None) -> T
         r, n, r_next = cores[k].shape
         a = cores[k].reshape(r * n, r_next)
         k_max = min(a.shape)
-        rank = k_max if max_rank is None else min(max_rank, k_max)
-        u, s = _linalg.left_svd(a, rank, SVDMethod.ACCURATE)
-        if abs_tol is not None:
-            rank = _linalg.truncation_rank(_concrete(s), max_rank=max_rank, abs_tol=abs_tol)
+        if abs_tol is None:
+            rank = k_max if max_rank is None else min(max_rank, k_max)
+            u, _ = _linalg.left_svd(a, rank, method)
+        else:
+            u, rank = _left_svd_with_tolerance(a, max_rank, abs_tol, method)
         u = u[:, :rank]
         b = jnp.matmul(u.conj().T, a, precision=_HIGHEST)
         cores[k] = u.reshape(r, n, rank)

@@ -29,6 +29,7 @@ from jax import lax
 
 from tnkit import _checks
 from tnkit import tt as _tt
+from tnkit._linalg import SVDMethod
 from tnkit.formats import TT, TTMatrix
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "inner",
     "norm",
     "random",
+    "SVDMethod",
 ]
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -84,7 +86,13 @@ def _check_mode_dims(row_dims, col_dims) -> tuple[tuple[int, ...], tuple[int, ..
 
 
 def from_dense(
-    w, row_dims: Sequence[int], col_dims: Sequence[int], *, max_rank: int | None = None, rtol: float | None = None
+    w,
+    row_dims: Sequence[int],
+    col_dims: Sequence[int],
+    *,
+    max_rank: int | None = None,
+    rtol: float | None = None,
+    method: SVDMethod = SVDMethod.AUTO,
 ) -> TTMatrix:
     """TT-matrix of a dense matrix by TT-SVD of its interleaved reshaping.
 
@@ -94,6 +102,7 @@ def from_dense(
       col_dims: column mode sizes ``(n_1, ..., n_d)``, same length.
       max_rank: largest bond dimension (jit-compatible).
       rtol: relative Frobenius error bound (eager), as in :func:`tnkit.tt.from_dense`.
+      method: how each unfolding is factored, as in :func:`tnkit.tt.from_dense`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -114,7 +123,7 @@ def from_dense(
     x = w.reshape(row_dims + col_dims)
     perm = [p for k in range(d) for p in (k, d + k)]
     x = x.transpose(perm).reshape([m * n for m, n in zip(row_dims, col_dims)])
-    return _from_tt(_tt.from_dense(x, max_rank=max_rank, rtol=rtol), row_dims, col_dims)
+    return _from_tt(_tt.from_dense(x, max_rank=max_rank, rtol=rtol, method=method), row_dims, col_dims)
 
 
 def to_dense(a: TTMatrix) -> jax.Array:
@@ -372,8 +381,10 @@ def kron(a: TTMatrix, b: TTMatrix) -> TTMatrix:
 # ---------------------------------------------------------------------------------- algebra through the TT view
 
 
-def round(a: TTMatrix, *, max_rank: int | None = None, rtol: float | None = None) -> TTMatrix:  # noqa: A001
-    """TT-rounding of a TT-matrix (see :func:`tnkit.tt.round`; ``rtol`` bounds the Frobenius error).
+def round(  # noqa: A001
+    a: TTMatrix, *, max_rank: int | None = None, rtol: float | None = None, method: SVDMethod = SVDMethod.AUTO
+) -> TTMatrix:
+    """TT-rounding of a TT-matrix (see :func:`tnkit.tt.round` for ``method``; ``rtol`` bounds the Frobenius error).
 
     Example:
       >>> import jax
@@ -383,7 +394,7 @@ def round(a: TTMatrix, *, max_rank: int | None = None, rtol: float | None = None
       (1, 2, 2, 1)
     """
     _check_ttm(a)
-    return _from_tt(_tt.round(_as_tt(a), max_rank=max_rank, rtol=rtol), a.row_dims, a.col_dims)
+    return _from_tt(_tt.round(_as_tt(a), max_rank=max_rank, rtol=rtol, method=method), a.row_dims, a.col_dims)
 
 
 def _check_same_shape(a: TTMatrix, b: TTMatrix):

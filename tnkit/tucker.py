@@ -158,11 +158,6 @@ def _check_rtol(rtol) -> None:
         raise ValueError(f"rtol must be a non-negative finite float or None, got {rtol!r}")
 
 
-def _check_method(method) -> None:
-    if not isinstance(method, SVDMethod):
-        raise TypeError(f"method must be a tnkit.tucker.SVDMethod, got {method!r}")
-
-
 def _require_concrete(x, fname: str) -> None:
     """Raise a clear error when ``x`` has no concrete value (under ``jit`` or ``vmap``); ``grad`` is fine."""
     if isinstance(x, jax.core.Tracer):
@@ -439,7 +434,7 @@ def hosvd(x, *, ranks=None, rtol: float | None = None, method: SVDMethod = SVDMe
       ((3, 3, 4), (3, 3, 4))
     """
     x = _as_dense(x)
-    _check_method(method)
+    _linalg.check_method(method)
     caps, abs_tol = _rank_request(x, ranks, rtol, "hosvd")
     if abs_tol is None:
         return _hosvd_fixed(x, caps, None, method)
@@ -486,7 +481,7 @@ def sthosvd(
       ((3, 3, 4), (8, 4))
     """
     x = _as_dense(x)
-    _check_method(method)
+    _linalg.check_method(method)
     d = x.ndim
     if order is None:
         order = tuple(range(d))
@@ -627,7 +622,7 @@ def hooi(
       True
     """
     x = _as_dense(x)
-    _check_method(method)
+    _linalg.check_method(method)
     dims = x.shape
     ranks = _parse_ranks(ranks, dims)
     _check_feasible(ranks)

@@ -191,7 +191,10 @@ class TTLinearSpec(_base.LinearSpec):
         for k in range(1, d):
             ml, nl, mr, nr = math.prod(m[:k]), math.prod(n[:k]), math.prod(m[k:]), math.prod(n[k:])
             merge = self._merge_costs(k)
-            for first, mid in (("right", nl * mr), ("left", ml * nr)):
+            # "left" first on a tie (min keeps the first): with equal multiply-adds it ran faster, forward +
+            # backward of the 4096 -> 4096 layer (modes 8^4, rank 8, batch 256, 8 chunks): 70.6 vs 80.8 ms and
+            # 81.9 vs 89.9 ms in two interleaved runs; 19-25% in a sweep of intermediate layouts and chunk counts.
+            for first, mid in (("left", ml * nr), ("right", nl * mr)):
                 inter = rows * r[k] * mid
                 plans.append((("blocks", k, first), merge + inter * (nr if first == "right" else nl)
                               + inter * (ml if first == "right" else mr), rows * n_in + 2 * inter + rows * n_out))
