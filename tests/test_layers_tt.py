@@ -77,16 +77,16 @@ class TestSpec:
         # two blocks at k = 1 (L = core_0 as is; R = core_1 x core_2: 4*4*4*4 * 4*4 = 4096 once per call), through
         # the (row, n_L=4, r=4, m_R=16) intermediate of 256 numbers: 256 * n_R (16) + 256 * m_L (4) = 5120 per row
         # (k = 2 and the left-first order give the same numbers). Time model (AUTO's coefficients): sweep
-        # 6144 + 45 * (64 + 256 + 256 + 64) * 2 = 57984 per row; blocks 4096 + (5120 + 75 * (64 + 2 * 256 + 64)) =
-        # 4096 + 53120 per row, cheaper from 1 row on (57216 < 57984; the sweep is the fallback, see the d = 2 spec).
+        # 6144 + 45 * (64 + 256 + 256 + 64) * 2 = 57984 per row; blocks 4096 + (5120 + 40 * (64 + 2 * 256 + 64)) =
+        # 4096 + 30720 per row, cheaper from 1 row on.
         # dense = rebuild (1*4*4*4 + 16*4*4*4*4 + 256*4*4*4*1 = 64 + 4096 + 16384) = 20544 plus 64*64 per row, time
-        # model 20544 + 4096 * rows + 120 * 4096: AUTO takes the blocks up to 10 rows (49024 * rows < 507968).
+        # model 20544 + 4096 * rows + 120 * 4096: AUTO takes the blocks up to 19 rows (26624 * rows < 507968).
         spec = layers.TTLinearSpec(64, 64, ranks=4, in_modes=(4, 4, 4), out_modes=(4, 4, 4))
         factorized = {b: spec.costs((b, 64))[layers.Implementation.FACTORIZED] for b in (1, 3, 100)}
         assert factorized == {1: 4096 + 5120, 3: 4096 + 3 * 5120, 100: 4096 + 100 * 5120}
         assert spec.costs((100, 64))[layers.Implementation.DENSE] == 20544 + 4096 * 100
-        assert spec.choose((10, 64)) is layers.Implementation.FACTORIZED
-        assert spec.choose((11, 64)) is layers.Implementation.DENSE
+        assert spec.choose((19, 64)) is layers.Implementation.FACTORIZED
+        assert spec.choose((20, 64)) is layers.Implementation.DENSE
         params = spec.init(jax.random.key(3), jnp.float64)
         for batch in (1, 5):
             lc.check_spec_against_dense(spec, params, tt_dense_reference(spec), lc.random_input((batch, 64)))
@@ -121,7 +121,10 @@ class TestSpec:
             params = spec.init(jax.random.key(4), jnp.float64)
             lc.check_spec_against_dense(spec, params, tt_dense_reference(spec), lc.random_input((2, 5, 64)))
             lc.check_grads_match_dense(spec, params, lc.random_input((10, 64)))
-            # the d = 2 spec runs the sweep: 7 rows, intermediate 7 * 2*5*4 = 280 > 7 * 6 -> 7 chunks of one row
+            # the core sweep in chunks (made the model's choice by pricing the blocks out): a d = 2 spec, 7 rows,
+            # intermediate 7 * 2*5*4 = 280 > 7 * 6 -> 7 chunks of one row
+            monkeypatch.setattr(_tt, "_BLOCK_TRAFFIC_COST", 10**9)
+            layers.TTLinearSpec._plan.cache_clear()
             small = layers.TTLinearSpec(12, 6, ranks=5, in_modes=(3, 4), out_modes=(2, 3))
             assert small._plan(7)[:3] == (("sweep", ttm.ApplyOrder.LEFT_TO_RIGHT), 7, 1)
             p_small = small.init(jax.random.key(5), jnp.float64)

@@ -24,14 +24,18 @@ __all__ = ["TTLinearSpec", "tt_ranks"]
 # timings carry ~20% noise): a large matmul runs at ~23 G multiply-adds/s, and
 # * a core sweep costs its multiply-adds plus ~45 per number its steps read and write (fitted at batch 256 for
 #   ranks 2, 8 and 32 within 5%; the steps are small, memory-bound contractions with transposes between them);
-# * the two-block contraction (see TTLinearSpec._plans) costs its multiply-adds plus ~75 per number it reads and
+# * the two-block contraction (see TTLinearSpec._plans) costs its multiply-adds plus ~40 per number it reads and
 #   writes (input, twice the (rows, n_L, r, m_R) intermediate, output): fitted on forward + backward at ranks 4, 8,
 #   16, 32 and batch 256 (measured FACTORIZED / DENSE time 0.22, 0.42, 0.88, 1.71; the model, with the row chunking
 #   below, gives 0.21, 0.39, 0.73, 1.33) and checked at batch 4096 (rank 8: 0.47 measured, 0.56 model; rank 16: 1.13
 #   measured, 1.09 model). Rank 2 at batch 256 runs ~2x faster than the model (0.06 vs 0.12) and batches 1-16 ~1.5x
 #   slower (fixed overheads); DENSE is >6x slower in those cells, so the FACTORIZED / DENSE choice is unaffected.
 #   With 75 (not 80, which fits ranks 8-16 slightly better) the two blocks also win over the sweep at rank 2, as
-#   measured (batch 256: 37 ms blocks vs 88 ms sweep);
+#   measured (batch 256: 37 ms blocks vs 88 ms sweep). Re-fitted to 40 when the blocks started taking the left
+#   block first on a tie (2026-11-24, benchmarks/bench_tt_linear.py, default threading): FACTORIZED / DENSE measured
+#   0.13, 0.26, 0.45, 0.92 at ranks 4, 8, 16, 32 and batch 256 (model with 40: 0.15, 0.28, 0.54, 0.99; with 75:
+#   0.21, 0.39, 0.73, 1.33), and 0.38, 0.74 at ranks 8, 16 and batch 4096 (40: 0.41, 0.80; 75: 0.56, 1.09, which
+#   chose DENSE at rank 16, 1.35x slower). No plan changes between 75 and 40 in that sweep;
 # * rebuilding the kernel costs ~150 per kernel entry in the forward pass (transposes of the 8-d interleaved
 #   tensor), and the dense path's forward + backward ~275 per entry over its matmuls (kernel and gradient traffic);
 #   divided by the ~3.3x a training step costs over a forward pass, that is ~85; 120 splits the difference.
@@ -42,7 +46,7 @@ __all__ = ["TTLinearSpec", "tt_ranks"]
 # chunk size barely changes the time (rank 8: batch 256 in 1, 2, 8, 32 chunks 249, 248, 200, 242 ms; batch 4096 in
 # 8, 32, 128 chunks 3.47, 3.12, 3.59 s, all within noise), so chunks are small: 1/16 of the output, at least 4 MB.
 _SWEEP_TRAFFIC_COST = 45
-_BLOCK_TRAFFIC_COST = 75
+_BLOCK_TRAFFIC_COST = 40
 _DENSE_FIXED_COST = 120
 _CHUNK_MIN_NUMBERS = 1 << 20
 _CHUNK_DIV = 16
