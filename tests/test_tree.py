@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
-from tests.helpers import graded_tensor, rel_err
+from tests.helpers import graded_tensor, rel_err, traced
 from tnkit import TT, tree
 from tnkit.tree import DimensionTree, TreeTN
 
@@ -369,11 +369,11 @@ class TestDense:
         np.testing.assert_allclose(tree.get(t, jnp.array([[2]])), [3.0])
 
     def test_max_rank_is_jittable_and_rtol_is_not(self):
-        f = jax.jit(functools.partial(tree.from_dense, tree=TREES["mixed"], max_rank=2))
+        f, traces = traced(functools.partial(tree.from_dense, tree=TREES["mixed"], max_rank=2))
         for seed in range(2):
             t = f(rand_dense(DIMS, seed=seed))
             assert t.ranks == (2, 2, 2, 2, 2, 1)
-        assert f._cache_size() == 1
+        assert traces() == 1
         with pytest.raises(ValueError, match="tree.from_dense.*cannot run under jax.jit"):
             jax.jit(functools.partial(tree.from_dense, rtol=1e-3))(rand_dense(DIMS))
         with pytest.raises(ValueError, match="cannot run under jax.jit or jax.vmap"):
@@ -465,11 +465,11 @@ class TestOrthogonalizeAndRound:
 
     def test_round_per_node_ranks_and_jit(self):
         t = rand_tree(0, ranks=4, nested=TREES["star"])
-        f = jax.jit(functools.partial(tree.round, max_rank=(1, 2, 2, 3, None)))
+        f, traces = traced(functools.partial(tree.round, max_rank=(1, 2, 2, 3, None)))
         r = f(t)
         assert r.ranks == (1, 2, 2, 3, 1)
         f(rand_tree(5, ranks=4, nested=TREES["star"]))
-        assert f._cache_size() == 1
+        assert traces() == 1
         with pytest.raises(ValueError, match="tree.round.*cannot run under jax.jit"):
             jax.jit(functools.partial(tree.round, rtol=1e-3))(t)
         with pytest.raises(TypeError, match="t must be a tnkit.TreeTN, got ndarray"):
@@ -704,10 +704,10 @@ class TestTransformations:
             np.testing.assert_allclose(c, r, atol=1e-9)
 
     def test_jitted_inner_does_not_recompile(self):
-        f = jax.jit(tree.inner)
+        f, traces = traced(tree.inner)
         for seed in range(3):
             f(rand_tree(seed), rand_tree(seed + 10))
-        assert f._cache_size() == 1
+        assert traces() == 1
 
 
 # ------------------------------------------------------------------------------------------------ properties

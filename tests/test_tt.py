@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from tests.helpers import graded_tensor, rel_err
+from tests.helpers import graded_tensor, rel_err, traced
 from tnkit import TT, tt
 
 DTYPES = [jnp.float32, jnp.float64, jnp.complex64, jnp.complex128]
@@ -208,10 +208,10 @@ class TestRoundAndOrthogonalize:
             assert o.ranks[1] == 2
 
     def test_round_jit_no_recompile(self):
-        f = jax.jit(functools.partial(tt.round, max_rank=2))
+        f, traces = traced(functools.partial(tt.round, max_rank=2))
         f(rand_tt(0, (3, 4, 3), 3))
         f(rand_tt(1, (3, 4, 3), 3))
-        assert f._cache_size() == 1
+        assert traces() == 1
 
     def test_bad_arguments(self):
         t = rand_tt(0)
@@ -430,14 +430,14 @@ class TestGradients:
 
 
 def test_jitted_functions_do_not_recompile():
-    inner = jax.jit(tt.inner)
-    from_dense = jax.jit(functools.partial(tt.from_dense, max_rank=2))
+    inner, inner_traces = traced(tt.inner)
+    from_dense, from_dense_traces = traced(functools.partial(tt.from_dense, max_rank=2))
     for seed in range(3):
         a, b = rand_tt(seed), rand_tt(seed + 10)
         inner(a, b)
         from_dense(rand_dense((3, 4, 5), jnp.float64, seed))
-    assert inner._cache_size() == 1
-    assert from_dense._cache_size() == 1
+    assert inner_traces() == 1
+    assert from_dense_traces() == 1
 
 
 def test_tt_constructor_under_vmap():
