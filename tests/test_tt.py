@@ -9,7 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 from tests.helpers import graded_tensor, rel_err, traced
-from tnkit import TT, tt
+from tnkit import TT, _linalg, tt
 
 DTYPES = [jnp.float32, jnp.float64, jnp.complex64, jnp.complex128]
 TOL = {jnp.float32: 2e-5, jnp.float64: 1e-12, jnp.complex64: 2e-5, jnp.complex128: 1e-12}
@@ -187,6 +187,66 @@ class TestRoundAndOrthogonalize:
         assert errors[tt.SVDMethod.GRAM] > 1e-11  # the case needs the fallback
         assert errors[tt.SVDMethod.AUTO] < 1e-14
         assert errors[tt.SVDMethod.ACCURATE] < 1e-14
+
+    def test_round_auto_under_vmap_decides_per_element(self, monkeypatch):
+        # A stack of two TTs with equal ranks: a + a (nearly exact rounding: the Gram route alone errs by ~4e-10,
+        # see the test above) and b + c (random, where the Gram route is reliable). Under vmap each element must
+        # get the accuracy it gets alone, and the SVD route must not run at all for a stack that does not need it
+        # (a batched lax.cond predicate would become a select that runs both routes for every element).
+        runs = []
+        fallback = _linalg._accurate_left_svd_stack
+
+        def counted(a):
+            jax.debug.callback(lambda: runs.append(1))
+            return fallback(a)
+
+        monkeypatch.setattr(_linalg, "_accurate_left_svd_stack", counted)
+        rng = np.random.default_rng(0)
+        x = 0.0
+        for k in range(6):
+            term = np.ones(())
+            for _ in range(8):
+                term = np.multiply.outer(term, rng.standard_normal(2))
+            x = x + 10.0 ** (-2 * k) * term
+        a = tt.from_dense(jnp.asarray(x), max_rank=6, method=tt.SVDMethod.ACCURATE)
+        b, c = (TT([jax.random.normal(jax.random.key(s + k), core.shape, core.dtype) for k, core in enumerate(a.cores)])
+                for s in (10, 20))
+        stack = jax.tree.map(lambda *cs: jnp.stack(cs), tt.add(a, a), tt.add(b, c))
+        rnd = functools.partial(tt.round, max_rank=6)
+        batched = jax.jit(jax.vmap(rnd))(stack)
+        first, second = (jax.tree.map(lambda leaf, i=i: leaf[i], batched) for i in range(2))
+        assert rel_err(tt.to_dense(first), 2 * x) < 1e-14
+        alone = jax.jit(rnd)(tt.add(b, c))
+        assert rel_err(tt.to_dense(second), tt.to_dense(alone)) < 1e-10
+        assert runs  # the fallback ran for a + a
+        runs.clear()
+        reliable = jax.tree.map(lambda *cs: jnp.stack(cs), tt.add(b, c), tt.add(c, b))
+        jax.block_until_ready(jax.jit(jax.vmap(rnd))(reliable))
+        assert not runs
+        # Nested vmap folds both batch axes into one decision and gives the same results.
+        nested = jax.jit(jax.vmap(jax.vmap(rnd)))(jax.tree.map(lambda leaf: jnp.stack([leaf, leaf[::-1]]), stack))
+        for i, j, ref in ((0, 0, first), (0, 1, second), (1, 0, second), (1, 1, first)):
+            got = jax.tree.map(lambda leaf, i=i, j=j: leaf[i, j], nested)
+            assert rel_err(tt.to_dense(got), tt.to_dense(ref)) < 1e-12
+
+    def test_round_auto_under_vmap_differentiates_like_accurate(self):
+        # The rounded dense tensor does not depend on the gauge, so its gradient must not depend on the route.
+        stack = jax.tree.map(lambda *cs: jnp.stack(cs), *(rand_tt(s, (3, 4, 3), 3) for s in (5, 6)))
+
+        def loss(method):
+            def f(st):
+                r = jax.vmap(functools.partial(tt.round, max_rank=2, method=method))(st)
+                return jnp.sum(jax.vmap(tt.to_dense)(r) ** 2)
+
+            return f
+
+        g_auto = jax.jit(jax.grad(loss(tt.SVDMethod.AUTO)))(stack)
+        g_acc = jax.jit(jax.grad(loss(tt.SVDMethod.ACCURATE)))(stack)
+        for ga, gb in zip(g_auto.cores, g_acc.cores):
+            np.testing.assert_allclose(ga, gb, rtol=1e-7, atol=1e-9)
+        _, t_auto = jax.jvp(loss(tt.SVDMethod.AUTO), (stack,), (stack,))
+        _, t_acc = jax.jvp(loss(tt.SVDMethod.ACCURATE), (stack,), (stack,))
+        np.testing.assert_allclose(t_auto, t_acc, rtol=1e-7)
 
     @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
     @pytest.mark.parametrize("center", [0, 1, 3, -1])

@@ -39,7 +39,8 @@ class SVDMethod(enum.Enum):
       AUTO: Gram matrix ``a a^H`` and ``eigh`` (one matrix product and a small eigenproblem, several times faster
         than an SVD of the wide matrix) when :func:`gram_is_reliable` says the truncation it gives is as good as
         an SVD's (within 0.01% in error); otherwise the accurate method. Decided on device, so it works under
-        ``jit``; under ``vmap`` both branches run.
+        ``jit``. Under ``vmap`` the accurate method runs only when some matrix of the batch needs it (and then
+        for the whole batch, the Gram result kept where it was reliable).
       GRAM: always the Gram matrix. Squares the condition number: accurate only for singular values above about
         ``sqrt(eps) * s_1``.
       ACCURATE: a QR factorisation of ``a^H`` followed by an SVD of the small triangular factor; backward stable.
@@ -139,8 +140,47 @@ def left_svd(a, rank: int, method: SVDMethod = SVDMethod.AUTO):
         return _accurate_left_svd(a)
     if method is SVDMethod.GRAM:
         return _gram_left_svd(a)
-    u, s = _gram_left_svd(a)
-    return lax.cond(gram_is_reliable(s, rank, n), lambda: (u, s), lambda: _accurate_left_svd(a))
+    u, s = _auto_left_svd_stack(rank)(a[None])
+    return u[0], s[0]
+
+
+def _accurate_left_svd_stack(a):
+    """:func:`_accurate_left_svd` of each matrix of a stack ``(B, m, n)``: AUTO's fallback (a seam for tests)."""
+    return jax.vmap(_accurate_left_svd)(a)
+
+
+@functools.lru_cache(maxsize=None)
+def _auto_left_svd_stack(rank: int):
+    """``SVDMethod.AUTO`` on a stack of wide matrices ``a`` of shape ``(B, m, n)``, ``m <= n``.
+
+    Every matrix takes the Gram route; the accurate route runs (on the whole stack, its results selected where
+    the Gram route is not reliable) only when some matrix of the stack needs it. Under ``jax.vmap`` the batch is
+    folded into the stack (the custom batching rule), so the decision stays one ``lax.cond`` on device instead of
+    becoming a select that would run both routes for every batch (as a batched ``lax.cond`` predicate does).
+    """
+
+    @jax.custom_batching.custom_vmap
+    def auto(a):
+        n = a.shape[-1]
+        u, s = jax.vmap(_gram_left_svd)(a)
+        ok = jax.vmap(lambda s: gram_is_reliable(s, rank, n))(s)
+
+        def with_accurate():
+            u_acc, s_acc = _accurate_left_svd_stack(a)
+            return jnp.where(ok[:, None, None], u, u_acc), jnp.where(ok[:, None], s, s_acc)
+
+        return lax.cond(jnp.all(ok), lambda: (u, s), with_accurate)
+
+    @auto.def_vmap
+    def auto_batched(axis_size, in_batched, a):
+        (batched,) = in_batched
+        if not batched:
+            a = jnp.broadcast_to(a, (axis_size,) + a.shape)
+        u, s = auto(a.reshape((-1,) + a.shape[2:]))
+        lead = a.shape[:2]
+        return (u.reshape(lead + u.shape[1:]), s.reshape(lead + s.shape[1:])), (True, True)
+
+    return auto
 
 
 @left_svd.defjvp
