@@ -15,6 +15,20 @@ DTYPES = [jnp.float32, jnp.float64, jnp.complex64, jnp.complex128]
 TOL = {jnp.float32: 2e-5, jnp.float64: 1e-12, jnp.complex64: 2e-5, jnp.complex128: 1e-12}
 
 
+def nearly_exact_sum():
+    """``(x, a)``: ``x`` of shape ``(2,)*8``, the sum of 6 rank-one terms with weights 1, 1e-2, ..., 1e-10, and its
+    exact TT ``a`` (ranks at most 6). ``round(a + a, max_rank=6)`` discards nothing, but its kept singular values go
+    down to ~1e-10, below what a Gram matrix resolves (~1e-8)."""
+    rng = np.random.default_rng(0)
+    x = 0.0
+    for k in range(6):
+        term = np.ones(())
+        for _ in range(8):
+            term = np.multiply.outer(term, rng.standard_normal(2))
+        x = x + 10.0 ** (-2 * k) * term
+    return x, tt.from_dense(jnp.asarray(x), max_rank=6, method=tt.SVDMethod.ACCURATE)
+
+
 def rand_tt(seed, dims=(3, 4, 5), ranks=2, dtype=jnp.float64):
     return tt.random(jax.random.key(seed), dims, ranks, dtype=dtype)
 
@@ -168,17 +182,9 @@ class TestRoundAndOrthogonalize:
             np.testing.assert_allclose(rel_err(tt.to_dense(r), x), e_svd, rtol=1e-6)
 
     def test_round_nearly_exact_keeps_float64_accuracy(self):
-        # x = sum of 6 rank-one terms with weights 1, 1e-2, ..., 1e-10, so round(a + a) at max_rank 6 discards
-        # nothing. The kept singular values go down to ~1e-10, below what a Gram matrix resolves (~1e-8): the Gram
-        # route alone loses them (error ~4e-10); the default must notice and take the SVD.
-        rng = np.random.default_rng(0)
-        x = 0.0
-        for k in range(6):
-            term = np.ones(())
-            for _ in range(8):
-                term = np.multiply.outer(term, rng.standard_normal(2))
-            x = x + 10.0 ** (-2 * k) * term
-        a = tt.from_dense(jnp.asarray(x), max_rank=6, method=tt.SVDMethod.ACCURATE)
+        # See nearly_exact_sum: the Gram route alone loses the small kept singular values (error ~4e-10); the
+        # default must notice and take the SVD.
+        x, a = nearly_exact_sum()
         errors = {}
         for method in tt.SVDMethod:
             r = jax.jit(functools.partial(tt.round, max_rank=6, method=method))(tt.add(a, a))
@@ -201,14 +207,7 @@ class TestRoundAndOrthogonalize:
             return fallback(a)
 
         monkeypatch.setattr(_linalg, "_accurate_left_svd_stack", counted)
-        rng = np.random.default_rng(0)
-        x = 0.0
-        for k in range(6):
-            term = np.ones(())
-            for _ in range(8):
-                term = np.multiply.outer(term, rng.standard_normal(2))
-            x = x + 10.0 ** (-2 * k) * term
-        a = tt.from_dense(jnp.asarray(x), max_rank=6, method=tt.SVDMethod.ACCURATE)
+        x, a = nearly_exact_sum()
         b, c = (TT([jax.random.normal(jax.random.key(s + k), core.shape, core.dtype) for k, core in enumerate(a.cores)])
                 for s in (10, 20))
         stack = jax.tree.map(lambda *cs: jnp.stack(cs), tt.add(a, a), tt.add(b, c))
