@@ -187,19 +187,14 @@ def _auto_left_svd(rank: int):
     run every route for every element (as a ``lax.cond`` with a batched predicate does).
     """
 
-    def fold(axis_size, in_batched, a):
-        (batched,) = in_batched
-        if not batched:
-            a = jnp.broadcast_to(a, (axis_size,) + a.shape)
-        return a
+    # Both functions take one argument, so vmap calls their rules only with it batched (leading axis).
 
     @jax.custom_batching.custom_vmap
     def stack(a):
         return _auto_left_svd_stack_impl(a, rank)
 
     @stack.def_vmap
-    def stack_batched(axis_size, in_batched, a):
-        a = fold(axis_size, in_batched, a)  # (axis_size, B, m, n)
+    def stack_batched(axis_size, in_batched, a):  # a: (axis_size, B, m, n)
         u, s = stack(a.reshape((-1,) + a.shape[2:]))
         lead = a.shape[:2]
         return (u.reshape(lead + u.shape[1:]), s.reshape(lead + s.shape[1:])), (True, True)
@@ -209,8 +204,8 @@ def _auto_left_svd(rank: int):
         return _auto_left_svd_single(a, rank)
 
     @single.def_vmap
-    def single_batched(axis_size, in_batched, a):
-        return stack(fold(axis_size, in_batched, a)), (True, True)
+    def single_batched(axis_size, in_batched, a):  # a: (axis_size, m, n)
+        return stack(a), (True, True)
 
     return single
 
