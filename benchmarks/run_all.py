@@ -37,6 +37,7 @@ SCRIPTS = {
     "optim_digits": "bench_optim_digits.py",
     "optim_lstsq": "bench_optim_lstsq.py",
     "optim_step_time": "bench_optim_step_time.py",
+    "cpu_floors": "bench_cpu_floors.py",
 }
 
 

@@ -1,0 +1,201 @@
+"""What this CPU allows: the operations that bound the missed CPU targets, timed with the cores they occupy.
+
+No tnkit-vs-peer comparison here. Each row times one building block that a tnkit benchmark spends its time in,
+and records how many cores the process kept busy while it ran (process CPU time over wall time: 1.0 = one core) and
+which share of that CPU time went to the kernel (page faults show up there). The rows:
+
+* ``a @ a.T`` for a float64 ``a`` of shape ``(64, 32768)`` (the Gram matrix of the second TT-SVD unfolding of an
+  ``(8,)*7`` tensor), in XLA and in NumPy; and a float64 ``(1024, 1024) @ (1024, 1024)`` product in XLA for
+  contrast: a product with a large output.
+* ``jnp.linalg.qr(a.T, mode="r")`` for the same ``a``: the accurate route of ``tnkit.tt.SVDMethod`` on that
+  unfolding (LAPACK ``geqrf``, which JAX takes from SciPy's OpenBLAS).
+* ``tt.inner`` of two random MPS (64 sites, physical dimension 2, bond 64, float64): 126 small products
+  ``(64 x 64) @ (64 x 128)``.
+* ``2.0 * x`` for a float32 ``x`` of 8192 x 1024 (32 MiB: the kron-matvec batch and its "copy" reference) and of
+  8192 x 512 (16 MiB), and ``jnp.sum(x)`` of the 32 MiB array (a read only). glibc serves allocations of 32 MiB
+  and more with a fresh ``mmap`` each time (its largest dynamic mmap threshold), so a 32 MiB output is page-faulted
+  on every call; a 16 MiB one is reused from the heap. The 32 MiB copy is also timed in a child process started
+  with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4000000000`` (glibc then serves every allocation from its heap
+  and keeps freed memory), to show what the page faults cost.
+
+Every function is jitted and warmed up; each row is a loop of calls of that function alone (median and best wall
+time, and the CPU-time counters of the whole loop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+if __package__ in (None, ""):
+    import _harness as H  # noqa: N812  (run as a script)
+else:
+    from benchmarks import _harness as H  # noqa: N812
+
+NAME = "cpu_floors"
+GRAM_SHAPE = (64, 32768)
+SQUARE = 1024
+MPS_SITES, MPS_BOND = 64, 64
+BATCH, FEATURES = 8192, 1024
+
+
+def _timed_loop(fn, repeats: int, warmup: int) -> dict:
+    """Median / best wall seconds of ``fn()`` called ``repeats`` times in a row, and the process CPU counters."""
+    for _ in range(warmup):
+        H._block(fn())
+    samples = []
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        t = time.perf_counter()
+        H._block(fn())
+        samples.append(time.perf_counter() - t)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    stats = H._stats(samples)
+    return stats | {"cores": (user + system) / wall, "system_share": system / max(user + system, 1e-12)}
+
+
+_CHILD = """
+import json, sys, time
+import jax, jax.numpy as jnp
+x = jax.random.normal(jax.random.key(0), ({batch}, {features}), jnp.float32)
+f = jax.jit(lambda v: 2.0 * v)
+for _ in range({warmup}):
+    f(x).block_until_ready()
+s = []
+for _ in range({repeats}):
+    t = time.perf_counter(); f(x).block_until_ready(); s.append(time.perf_counter() - t)
+print(json.dumps(s))
+"""
+
+
+def _copy_without_mmap(repeats: int, warmup: int) -> list[float] | None:
+    """Wall seconds of the 32 MiB ``2.0 * x`` in a child process whose glibc never uses ``mmap`` for allocations."""
+    env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="4000000000")
+    code = _CHILD.format(batch=BATCH, features=FEATURES, warmup=warmup, repeats=repeats)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        print(f"child process failed ({out.returncode}): {out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> list[dict]:
+    args = H.parse_args(__doc__.splitlines()[0], argv)
+    H.setup()
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from tnkit import TT, tt
+
+    repeats, warmup = (5, 1) if args.quick else (31, 3)
+    meta = H.run_meta(NAME, args, gram_shape=GRAM_SHAPE, square=SQUARE, mps=(MPS_SITES, MPS_BOND),
+                      batch=(BATCH, FEATURES), repeats=repeats, warmup=warmup)
+    rng = np.random.default_rng(0)
+    a_np = rng.standard_normal(GRAM_SHAPE)
+    a = jax.device_put(a_np)
+    sq = jax.device_put(rng.standard_normal((SQUARE, SQUARE)))
+
+    def mps(seed):
+        r = np.random.default_rng(seed)
+        bonds = [1] + [MPS_BOND] * (MPS_SITES - 1) + [1]
+        return TT([jax.device_put(r.standard_normal((bonds[k], 2, bonds[k + 1])) / np.sqrt(MPS_BOND))
+                   for k in range(MPS_SITES)])
+
+    psi, phi = mps(0), mps(1)
+    x32 = jax.random.normal(jax.random.key(0), (BATCH, FEATURES), jnp.float32)
+    x16 = jax.random.normal(jax.random.key(1), (BATCH, FEATURES // 2), jnp.float32)
+
+    m, n = GRAM_SHAPE
+    gram_flop = 2.0 * m * m * n
+    qr_flop = 2.0 * n * m * m - 2.0 * m**3 / 3
+    mps_flop = MPS_SITES * 4.0 * MPS_BOND**3 * 2  # upper bound: the zipper's 2 products per site, 2 flops per MAC
+    double = jax.jit(lambda v: 2.0 * v)
+    cases = [
+        ("XLA float64 a @ a.T, a (64, 32768)", "Gram steps of TT/TR-SVD (`SVDMethod.AUTO`)",
+         functools.partial(jax.jit(lambda v: v @ v.T), a), gram_flop, None),
+        ("NumPy float64 a @ a.T, same a", "(the same product in OpenBLAS)",
+         lambda: a_np @ a_np.T, gram_flop, None),
+        ("XLA float64 (1024, 1024) @ (1024, 1024)", "(a product with a large output)",
+         functools.partial(jax.jit(lambda v: v @ v), sq), 2.0 * SQUARE**3, None),
+        ("LAPACK QR of a.T (32768, 64), mode r", "accurate route of TT/TR-SVD",
+         functools.partial(jax.jit(lambda v: jnp.linalg.qr(v.T, mode="r")), a), qr_flop, None),
+        ("XLA float64 tt.inner, MPS 64 sites, bond 64", "`mps_overlap`",
+         functools.partial(jax.jit(tt.inner), psi, phi), mps_flop, None),
+        ("XLA float32 2.0 * x, x 32 MiB", "`kron_matvec` output and its copy reference",
+         functools.partial(double, x32), None, 2 * x32.nbytes),
+        ("XLA float32 2.0 * x, x 16 MiB", "(below glibc's mmap threshold)",
+         functools.partial(double, x16), None, 2 * x16.nbytes),
+        ("XLA float32 sum(x), x 32 MiB", "(a read only)",
+         functools.partial(jax.jit(jnp.sum), x32), None, x32.nbytes),
+    ]
+    results, tries = H.quietly(
+        lambda: {label: _timed_loop(fn, repeats, warmup) for label, _, fn, _, _ in cases}, attempts=1 if args.quick
+        else 3
+    )
+    rows = []
+    for label, bounds, _, flop, nbytes in cases:
+        r = results[label]
+        rows.append({
+            "operation": label,
+            "bounds": bounds,
+            "ms": H.ms(r["median"]),
+            "best_ms": H.ms(r["min"]),
+            "cores": r["cores"],
+            "system_share": r["system_share"],
+            "gflops": None if flop is None else flop / r["median"] / 1e9,
+            "gb_per_s": None if nbytes is None else nbytes / r["median"] / 1e9,
+            "ms_per_mib": None if nbytes is None else H.ms(r["median"]) / (nbytes / 2**20),
+            "attempts": tries,
+            "samples_s": r["all"],
+        })
+    child = _copy_without_mmap(repeats, warmup)
+    if child is not None:
+        stats = H._stats(child)
+        rows.append({
+            "operation": "XLA float32 2.0 * x, x 32 MiB, glibc without mmap (child process)",
+            "bounds": "(the same copy without page faults)",
+            "ms": H.ms(stats["median"]),
+            "best_ms": H.ms(stats["min"]),
+            "cores": None,
+            "system_share": None,
+            "gflops": None,
+            "gb_per_s": 2 * x32.nbytes / stats["median"] / 1e9,
+            "ms_per_mib": H.ms(stats["median"]) / (2 * x32.nbytes / 2**20),
+            "attempts": None,
+            "samples_s": child,
+        })
+    columns = [
+        ("operation", "operation"),
+        ("bounds", "where it matters"),
+        ("ms", "median ms"),
+        ("best_ms", "best ms"),
+        ("cores", "cores busy", ".2f"),
+        ("system_share", "kernel share of CPU time", ".2f"),
+        ("gflops", "GFLOP/s"),
+        ("gb_per_s", "GB/s (bytes moved)"),
+        ("ms_per_mib", "ms per MiB moved"),
+    ]
+    notes = [
+        "`cores busy`: process CPU time (user + kernel) over wall time during the loop; 2 = both cores of this "
+        "machine. `kernel share`: the part of that CPU time spent in the kernel (page faults, zeroing fresh pages).",
+        "`tt.inner` GFLOP/s use the zipper's 4 x 64^3 multiply-adds per site, an upper bound on its work (its end "
+        "blocks are cheaper), so the rate is an upper bound too.",
+        "The child-process row has no CPU counters (they are not taken across processes).",
+        f"Loop of {repeats} calls per row after {warmup} warm-up calls, each function alone (not interleaved).",
+    ]
+    H.report(NAME, rows, meta, columns, notes, write=not args.no_write)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
