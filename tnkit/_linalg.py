@@ -41,10 +41,10 @@ class SVDMethod(enum.Enum):
         an SVD's (within 0.01% in error); otherwise the accurate method. Decided on device, so it works under
         ``jit``. Under ``vmap`` the accurate method runs only when some matrix of the batch needs it (and then
         for the whole batch, the Gram result kept where it was reliable). Where it falls back it has paid for the
-        Gram product as well: on data whose discarded singular values lie below or near the Gram matrix's rounding noise
-        (smooth functions sampled on a grid, truncated far down their spectrum) every step falls back, and AUTO
-        then takes about 10-20% longer than ACCURATE (``benchmarks/README.md``, the ``smooth`` rows of TT-SVD and
-        TR-SVD). Pass ACCURATE for such data.
+        Gram product as well: on data whose discarded singular values lie below or near the Gram matrix's
+        rounding noise (smooth functions sampled on a grid, truncated far down their spectrum) every step falls
+        back, and AUTO then takes about 10-20% longer than ACCURATE (``benchmarks/README.md``, the ``smooth``
+        rows of TT-SVD and TR-SVD). Pass ACCURATE for such data.
       GRAM: always the Gram matrix. Squares the condition number: accurate only for singular values above about
         ``sqrt(eps) * s_1``.
       ACCURATE: a QR factorisation of ``a^H`` followed by an SVD of the small triangular factor; backward stable.
