@@ -96,22 +96,32 @@ class _OthersCPU:
 
 
 def time_fn(fn: Callable, *args, repeats: int = 7, warmup: int = 2) -> dict[str, Any]:
-    """Wall-clock time of ``fn(*args)`` in seconds: ``{"median", "min", "all", "others_cpu_share"}``.
+    """Wall-clock time of ``fn(*args)`` in seconds: ``{"median", "min", "all", "others_cpu_share", "cores",
+    "system_share"}``.
 
     ``warmup`` calls are made first (they trigger ``jit`` compilation, which is not counted here; use
     :func:`compile_time` for that). JAX outputs are waited for with ``jax.block_until_ready``; NumPy work is
     synchronous and is timed as is. ``others_cpu_share`` is the share of the machine's CPU time that other
-    processes used while the samples were taken (0 = undisturbed).
+    processes used while the samples were taken (0 = undisturbed). ``cores`` is this process's CPU time (user +
+    kernel) over the wall time of the samples (1.0 = one core kept busy), and ``system_share`` the kernel's part
+    of that CPU time (page faults show up there).
     """
     for _ in range(warmup):
         _block(fn(*args))
     samples = []
     others = _OthersCPU().start()
+    own0, wall0 = os.times(), time.perf_counter()
     for _ in range(repeats):
         t0 = time.perf_counter()
         _block(fn(*args))
         samples.append(time.perf_counter() - t0)
-    return _stats(samples) | {"others_cpu_share": others.stop()}
+    wall, own1 = time.perf_counter() - wall0, os.times()
+    user, system = own1.user - own0.user, own1.system - own0.system
+    return _stats(samples) | {
+        "others_cpu_share": others.stop(),
+        "cores": (user + system) / wall,
+        "system_share": system / (user + system) if user + system > 0 else None,
+    }
 
 
 def time_interleaved(

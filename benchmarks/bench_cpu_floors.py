@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
-import time
 
 if __package__ in (None, ""):
     import _harness as H  # noqa: N812  (run as a script)
@@ -41,24 +40,6 @@ GRAM_SHAPE = (64, 32768)
 SQUARE = 1024
 MPS_SITES, MPS_BOND = 64, 64
 BATCH, FEATURES = 8192, 1024
-
-
-def _timed_loop(fn, repeats: int, warmup: int) -> dict:
-    """Median / best wall seconds of ``fn()`` called ``repeats`` times in a row, and the process CPU counters."""
-    for _ in range(warmup):
-        H._block(fn())
-    samples = []
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        t = time.perf_counter()
-        H._block(fn())
-        samples.append(time.perf_counter() - t)
-    wall = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-    stats = H._stats(samples)
-    return stats | {"cores": (user + system) / wall, "system_share": system / max(user + system, 1e-12)}
 
 
 _CHILD = """
@@ -139,7 +120,7 @@ def main(argv=None) -> list[dict]:
          functools.partial(jax.jit(jnp.sum), x32), None, x32.nbytes),
     ]
     results, tries = H.quietly(
-        lambda: {label: _timed_loop(fn, repeats, warmup) for label, _, fn, _, _ in cases}, attempts=1 if args.quick
+        lambda: {label: H.time_fn(fn, repeats=repeats, warmup=warmup) for label, _, fn, _, _ in cases}, attempts=1 if args.quick
         else 3
     )
     rows = []
@@ -155,22 +136,24 @@ def main(argv=None) -> list[dict]:
             "gflops": None if flop is None else flop / r["median"] / 1e9,
             "gb_per_s": None if nbytes is None else nbytes / r["median"] / 1e9,
             "ms_per_mib": None if nbytes is None else H.ms(r["median"]) / (nbytes / 2**20),
+            "others_cpu": r["others_cpu_share"],
             "attempts": tries,
             "samples_s": r["all"],
         })
     child = _copy_without_mmap(repeats, warmup)
     if child is not None:
-        stats = H._stats(child)
+        median = statistics.median(child)
         rows.append({
             "operation": "XLA float32 2.0 * x, x 32 MiB, glibc without mmap (child process)",
             "bounds": "(the same copy without page faults)",
-            "ms": H.ms(stats["median"]),
-            "best_ms": H.ms(stats["min"]),
+            "ms": H.ms(median),
+            "best_ms": H.ms(min(child)),
             "cores": None,
             "system_share": None,
             "gflops": None,
-            "gb_per_s": 2 * x32.nbytes / stats["median"] / 1e9,
-            "ms_per_mib": H.ms(stats["median"]) / (2 * x32.nbytes / 2**20),
+            "gb_per_s": 2 * x32.nbytes / median / 1e9,
+            "ms_per_mib": H.ms(median) / (2 * x32.nbytes / 2**20),
+            "others_cpu": None,
             "attempts": None,
             "samples_s": child,
         })
@@ -184,6 +167,7 @@ def main(argv=None) -> list[dict]:
         ("gflops", "GFLOP/s"),
         ("gb_per_s", "GB/s (bytes moved)"),
         ("ms_per_mib", "ms per MiB moved"),
+        ("others_cpu", "others' CPU share", ".2f"),
     ]
     notes = [
         "`cores busy`: process CPU time (user + kernel) over wall time during the loop; 2 = both cores of this "
@@ -191,6 +175,7 @@ def main(argv=None) -> list[dict]:
         "`tt.inner` GFLOP/s use the zipper's 4 x 64^3 multiply-adds per site, an upper bound on its work (its end "
         "blocks are cheaper), so the rate is an upper bound too.",
         "The child-process row has no CPU counters (they are not taken across processes).",
+        "`others' CPU share`: CPU time used by other processes while sampling (0 = undisturbed, 0.5 = one core).",
         f"Loop of {repeats} calls per row after {warmup} warm-up calls, each function alone (not interleaved).",
     ]
     H.report(NAME, rows, meta, columns, notes, write=not args.no_write)
