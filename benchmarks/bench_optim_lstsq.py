@@ -16,20 +16,22 @@ Workload (float32, although :func:`H.setup` turns float64 on for the process), s
   uniformly with replacement, the draws fixed by the seed (every optimizer sees the same batches). The target is
   always judged on the full loss. The targets are noise-free, so the minibatch gradient noise vanishes at ``W*``
   and constant-rate methods can still converge.
-* Adam: ``optax.adam(lr)``. Shampoo: ``tnkit.optim.shampoo(lr, **SHAMPOO_KW)`` with ``beta1=0.9, beta2=0.95``,
-  Adam grafting, ``precondition_every=1``, ``start_preconditioning_step=1``, and
+* Adam: ``optax.adam(lr, b1=beta1)``. Shampoo: ``tnkit.optim.shampoo(lr, beta1=beta1, **SHAMPOO_KW)`` with
+  ``beta2=0.95``, Adam grafting, ``precondition_every=1``, ``start_preconditioning_step=1``, and
   ``ShampooLayout(merge_small_dims=False)`` (the default layout would merge ``16 x 12 = 192 <= 256`` into one
   mode, i.e. a vector with a diagonal factor); one factor per mode, ``16 x 16`` and ``12 x 12``. Two exponents:
   the default ``-1/4`` per factor (``(L ⊗ R)^{-1/4}``, the original Shampoo) and ``root_order=2``, ``-1/2`` per
   factor (``(L ⊗ R)^{-1/2}``, the power at which ``L ⊗ R`` best approximates full-matrix AdaGrad's statistics:
   Morwani et al., "A New Perspective on Shampoo's Preconditioner", 2024).
-* each optimizer at each rate of its log grid (``LR_GRID``), ``SEEDS`` seeds (data, ``W*``, ``Z`` from
-  ``numpy.random.default_rng(seed)``; batches from ``jax.random.key(seed)``); one ``jax.jit`` of a ``lax.scan``
-  over ``MAX_STEPS`` steps per optimizer and batch size, the rate a traced scalar.
+* each optimizer at every rate of the log grid ``LR_GRID`` and every momentum of ``MOMENTUM_GRID`` (the same
+  grid for all optimizers: momentum is tuned as well as the rate, because the best momentum differs between the
+  methods and batch sizes), 5 seeds (data, ``W*``, ``Z`` from ``numpy.random.default_rng(seed)``; batches from
+  ``jax.random.key(seed)``); one ``jax.jit`` per optimizer and batch size of a ``lax.scan`` over ``MAX_STEPS``
+  steps, vmapped over seeds and rates, the momentum a traced scalar.
 
-Reported: per batch size and optimizer at its best rate (least median steps), the median over seeds of the steps
-to the target (``>cap``: not reached), and the ratio of Adam's to Shampoo's. Target: Shampoo needs at least 5x
-fewer steps than Adam.
+Reported: per batch size and optimizer at its best (rate, momentum) pair (least median steps), the median over seeds
+of the steps to the target (``>cap``: not reached), and the ratio of Adam's to Shampoo's; then the best rate at each
+momentum. Target: Shampoo needs at least 5x fewer steps than Adam.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ BATCHES = (None, 256, 64, 32, 16)  # None: full batch
 QUICK_BATCHES = (None, 32)
 
 SHAMPOO_KW = {
-    "beta1": 0.9,
     "beta2": 0.95,
     "ridge_epsilon": 1e-6,
     "precondition_every": 1,
@@ -67,6 +68,7 @@ def _grid(lo_exp: float, hi_exp: float, n: int) -> list[float]:
 
 
 LR_GRID = (_grid(-3.0, 0.5, 15), _grid(-2.0, 0.0, 5))  # (full, quick): factors 1.78 and 3.16
+MOMENTUM_GRID = ((0.3, 0.5, 0.7, 0.9), (0.5, 0.9))  # (full, quick)
 
 
 def make_problem(seed: int):
@@ -86,22 +88,24 @@ def make_problem(seed: int):
     return x.astype(np.float32), (x @ w_true).astype(np.float32)
 
 
-def make_optimizer(name: str, lr):
+def make_optimizer(name: str, lr, beta1):
+    """The optimizer ``name`` at rate ``lr`` and momentum ``beta1`` (both may be traced scalars)."""
     import optax
 
     from tnkit import optim
 
     if name == "adam":
-        return optax.adam(lr)
+        return optax.adam(lr, b1=beta1)
     if name.startswith("shampoo"):
         root_order = 2 if name.endswith("root order 2") else None
         layout = optim.ShampooLayout(merge_small_dims=False, root_order=root_order)
-        return optim.shampoo(lr, layout=layout, **SHAMPOO_KW)
+        return optim.shampoo(lr, beta1=beta1, layout=layout, **SHAMPOO_KW)
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def make_run(name: str, batch: int | None):
-    """Jitted ``run(lr, x, y, key) -> losses`` of shape ``(MAX_STEPS + 1,)``: the full loss after ``t`` updates."""
+def make_run(name: str, batch: int | None, max_steps: int):
+    """Jitted ``run(lrs, beta1, xs, ys, keys) -> losses`` of shape ``(seeds, rates, max_steps + 1)``: the full loss
+    after ``t`` updates, for every seed (leading axis of ``xs``, ``ys``, ``keys``) and every rate of ``lrs``."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -110,8 +114,8 @@ def make_run(name: str, batch: int | None):
         r = x @ w.reshape(-1) - y
         return 0.5 * jnp.mean(r * r)
 
-    def run(lr, x, y, key):
-        tx = make_optimizer(name, lr)
+    def run(lr, beta1, x, y, key):
+        tx = make_optimizer(name, lr, beta1)
 
         def body(carry, k):
             w, s = carry
@@ -125,11 +129,12 @@ def make_run(name: str, batch: int | None):
             return (optax.apply_updates(w, u), s), loss
 
         w0 = jnp.zeros((M, N), jnp.float32)
-        keys = jax.random.split(key, MAX_STEPS)
+        keys = jax.random.split(key, max_steps)
         (w, _), losses = jax.lax.scan(body, (w0, tx.init(w0)), keys)
         return jnp.append(losses, loss_fn(w, x, y))
 
-    return jax.jit(run)
+    over_rates = jax.vmap(run, in_axes=(0, None, None, None, None))
+    return jax.jit(jax.vmap(over_rates, in_axes=(None, None, 0, 0, 0)))
 
 
 def first_reach(losses) -> float:
@@ -157,6 +162,7 @@ def main(argv=None) -> list[dict]:
     seeds = list(range(2)) if args.quick else list(range(5))
     batches = QUICK_BATCHES if args.quick else BATCHES
     lrs = LR_GRID[1 if args.quick else 0]
+    momenta = MOMENTUM_GRID[1 if args.quick else 0]
     meta = H.run_meta(
         NAME,
         args,
@@ -169,63 +175,68 @@ def main(argv=None) -> list[dict]:
         seeds=seeds,
         batches=[batch_label(b) for b in batches],
         lr_grid=lrs,
+        momentum_grid=momenta,
         shampoo=SHAMPOO_KW,
         dtype="float32",
     )
-    problems = [tuple(map(jnp.asarray, make_problem(s))) for s in seeds]
-    keys = [jax.random.key(s) for s in seeds]
-    conds = [
-        float(np.linalg.cond(np.asarray(x, np.float64).T @ np.asarray(x, np.float64)))
-        for x, _ in problems
-    ]
+    problems = [make_problem(s) for s in seeds]
+    xs = jnp.asarray(np.stack([x for x, _ in problems]))
+    ys = jnp.asarray(np.stack([y for _, y in problems]))
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    conds = [float(np.linalg.cond(np.asarray(x, np.float64).T @ np.asarray(x, np.float64))) for x, _ in problems]
+    rates = jnp.asarray(lrs, jnp.float32)
 
-    best_rows, rate_rows = [], []
+    best_rows, momentum_rows, per_rate = [], [], []
     for batch in batches:
         best = {}
         for name in OPTIMIZERS:
-            run = make_run(name, batch)
-            per_rate = []
-            for lr in lrs:
+            run = make_run(name, batch, MAX_STEPS)
+            settings = []
+            for beta1 in momenta:
                 t0 = time.perf_counter()
-                curves = [
-                    np.asarray(run(jnp.float32(lr), x, y, k))
-                    for (x, y), k in zip(problems, keys)
-                ]
-                steps = [first_reach(c) for c in curves]
-                row = {
-                    "batch": batch_label(batch),
-                    "optimizer": name,
-                    "lr": lr,
-                    "median_steps": float(statistics.median(steps)),
-                    "steps": ", ".join(str(cell(v)) for v in steps),
-                    "final_rel_loss": float(np.median([c[-1] / c[0] for c in curves])),
-                    "nan": bool(not all(np.all(np.isfinite(c)) for c in curves)),
-                    "wall_s": time.perf_counter() - t0,
-                }
+                curves = np.asarray(run(rates, jnp.float32(beta1), xs, ys, keys))  # (seeds, rates, steps + 1)
+                wall = time.perf_counter() - t0
+                at_momentum = []
+                for j, lr in enumerate(lrs):
+                    steps = [first_reach(curves[i, j]) for i in range(len(seeds))]
+                    at_momentum.append(
+                        {
+                            "batch": batch_label(batch),
+                            "optimizer": name,
+                            "lr": lr,
+                            "beta1": beta1,
+                            "median_steps": float(statistics.median(steps)),
+                            "steps": ", ".join(str(cell(v)) for v in steps),
+                            "final_rel_loss": float(np.median(curves[:, j, -1] / curves[:, j, 0])),
+                            "nan": bool(not np.all(np.isfinite(curves[:, j]))),
+                        }
+                    )
+                top = min(at_momentum, key=_rank)
                 print(
-                    f"batch {row['batch']} {name} lr={lr:.3g}: {row['steps']} ({row['wall_s']:.1f} s)",
+                    f"batch {top['batch']} {name} beta1={beta1:g}: best lr {top['lr']:.3g}, "
+                    f"{top['steps']} ({wall:.1f} s for {len(lrs)} rates x {len(seeds)} seeds)",
                     flush=True,
                 )
-                per_rate.append(row)
-            best[name] = min(per_rate, key=lambda r: (r["median_steps"], r["final_rel_loss"]))
-            rate_rows += per_rate
+                momentum_rows.append({"table": "best rate per momentum"} | top | {"median_steps": cell(top["median_steps"])})
+                settings += at_momentum
+            per_rate += settings
+            best[name] = min(settings, key=_rank)
         for name, b in best.items():
-            r = {"table": "best rate"} | b | {"median_steps": cell(b["median_steps"])}
+            r = {"table": "best setting"} | b | {"median_steps": cell(b["median_steps"])}
             if name != "adam":
                 a, s = best["adam"]["median_steps"], b["median_steps"]
                 ratio = a / s if math.isfinite(s) else 0.0
                 r |= {"adam_over_shampoo": ratio, "target_ok": ratio >= TARGET_RATIO}
             best_rows.append(r)
+    meta["per_rate"] = per_rate  # every (batch, optimizer, momentum, rate) cell, in the JSON only
 
-    rows = best_rows + [
-        {"table": "all rates"} | r | {"median_steps": cell(r["median_steps"])}
-        for r in rate_rows
-    ]
+    rows = best_rows + momentum_rows
     columns = [
         ("table", "table"),
         ("batch", "batch"),
         ("optimizer", "optimizer"),
         ("lr", "learning rate", ".3g"),
+        ("beta1", "momentum (beta1)", ".2g"),
         ("median_steps", f"median steps to {TARGET_REL:g} x L(0)"),
         ("steps", "per seed"),
         ("final_rel_loss", f"L / L(0) at step {MAX_STEPS}", ".2e"),
@@ -241,13 +252,20 @@ def main(argv=None) -> list[dict]:
             f"{SAMPLES}, else drawn with replacement); the target is judged on the full loss."
         ),
         (
+            f"Every optimizer is tuned over the same grid: {len(lrs)} rates from {lrs[0]:.3g} to {lrs[-1]:.3g} times "
+            f"momentum beta1 in {list(momenta)} (Adam's `b1`, Shampoo's `beta1`). `best setting`: the pair with the "
+            "least median steps (ties: lower final loss); `best rate per momentum`: the best rate at each beta1. "
             f"Shampoo: {SHAMPOO_KW}, Adam grafting, `ShampooLayout(merge_small_dims=False)`; `root order 2`: "
-            "exponent -1/2 per factor instead of -1/4. Adam: optax defaults. Every optimizer uses the same rate grid "
-            f"({len(lrs)} rates from {lrs[0]:.3g} to {lrs[-1]:.3g})."
+            "exponent -1/2 per factor instead of -1/4. Adam: optax defaults otherwise (b2 = 0.999, eps = 1e-8). "
+            "Every cell of the grid is in the JSON (`meta.per_rate`)."
         ),
     ]
     H.report(NAME, rows, meta, columns, notes, write=not args.no_write)
     return rows
+
+
+def _rank(row):
+    return (row["median_steps"], row["final_rel_loss"])
 
 
 if __name__ == "__main__":
