@@ -25,13 +25,14 @@ Workload (float32, although :func:`H.setup` turns float64 on for the process), s
   Morwani et al., "A New Perspective on Shampoo's Preconditioner", 2024).
 * each optimizer at every rate of the log grid ``LR_GRID`` and every momentum of ``MOMENTUM_GRID`` (the same
   grid for all optimizers: momentum is tuned as well as the rate, because the best momentum differs between the
-  methods and batch sizes), Adam also at every ``b2`` of ``ADAM_B2_GRID`` (Shampoo's ``beta2`` is fixed), 5 seeds (data, ``W*``, ``Z`` from ``numpy.random.default_rng(seed)``; batches from
-  ``jax.random.key(seed)``); one ``jax.jit`` per optimizer and batch size of a ``lax.scan`` over ``MAX_STEPS``
-  steps, vmapped over seeds and rates, the momentum (and Adam's ``b2``) a traced scalar.
+  methods and batch sizes), Adam also at every ``b2`` of ``ADAM_B2_GRID`` (Shampoo's ``beta2`` is fixed), 5 seeds
+  (data, ``W*``, ``Z`` from ``numpy.random.default_rng(seed)``; batches from ``jax.random.key(seed)``); one
+  ``jax.jit`` per optimizer and batch size of a ``lax.scan`` over ``MAX_STEPS`` steps, vmapped over seeds and
+  rates, the momentum (and Adam's ``b2``) a traced scalar.
 
-Reported: per batch size and optimizer at its best setting (rate, momentum, Adam b2; least median steps), the median over seeds
-of the steps to the target (``>cap``: not reached), and the ratio of Adam's to Shampoo's; then the best rate at each
-momentum. Target: Shampoo needs at least 5x fewer steps than Adam.
+Reported: per batch size and optimizer at its best setting (rate, momentum, Adam b2; least median steps), the
+median over seeds of the steps to the target (``>cap``: not reached), and the ratio of Adam's to Shampoo's; then the
+best rate (and Adam b2) at each momentum. Target: Shampoo needs at least 5x fewer steps than Adam.
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ def make_optimizer(name: str, lr, beta1, b2):
 
 
 def make_run(name: str, batch: int | None, max_steps: int):
-    """Jitted ``run(lrs, beta1, b2, xs, ys, keys) -> losses`` of shape ``(seeds, rates, max_steps + 1)``: the full loss
-    after ``t`` updates, for every seed (leading axis of ``xs``, ``ys``, ``keys``) and every rate of ``lrs``."""
+    """Jitted ``run(lrs, beta1, b2, xs, ys, keys) -> losses`` of shape ``(seeds, rates, max_steps + 1)``: the full
+    loss after ``t`` updates, for every seed (leading axis of ``xs``, ``ys``, ``keys``) and every rate of ``lrs``."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -203,7 +204,8 @@ def main(argv=None) -> list[dict]:
                 for b2 in adam_b2s if name == "adam" else (None,):
                     t0 = time.perf_counter()
                     b2_arg = jnp.float32(0.0 if b2 is None else b2)
-                    curves = np.asarray(run(rates, jnp.float32(beta1), b2_arg, xs, ys, keys))  # (seeds, rates, steps+1)
+                    # (seeds, rates, steps + 1)
+                    curves = np.asarray(run(rates, jnp.float32(beta1), b2_arg, xs, ys, keys))
                     wall = time.perf_counter() - t0
                     cells = []
                     for j, lr in enumerate(lrs):
