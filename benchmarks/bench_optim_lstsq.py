@@ -233,7 +233,8 @@ def main(argv=None) -> list[dict]:
                     )
                     at_momentum += cells
                 top = min(at_momentum, key=_rank)
-                momentum_rows.append({"table": "best rate per momentum"} | top | {"median_steps": cell(top["median_steps"])})
+                steps = {"median_steps": cell(top["median_steps"])}
+                momentum_rows.append({"table": "best rate per momentum"} | top | steps)
                 settings += at_momentum
             per_rate += settings
             best[name] = min(settings, key=_rank)
