@@ -120,8 +120,8 @@ def main(argv=None) -> list[dict]:
          functools.partial(jax.jit(jnp.sum), x32), None, x32.nbytes),
     ]
     results, tries = H.quietly(
-        lambda: {label: H.time_fn(fn, repeats=repeats, warmup=warmup) for label, _, fn, _, _ in cases}, attempts=1 if args.quick
-        else 3
+        lambda: {label: H.time_fn(fn, repeats=repeats, warmup=warmup) for label, _, fn, _, _ in cases},
+        attempts=1 if args.quick else 3,
     )
     rows = []
     for label, bounds, _, flop, nbytes in cases:

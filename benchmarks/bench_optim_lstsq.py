@@ -233,8 +233,8 @@ def main(argv=None) -> list[dict]:
                     )
                     at_momentum += cells
                 top = min(at_momentum, key=_rank)
-                steps = {"median_steps": cell(top["median_steps"])}
-                momentum_rows.append({"table": "best rate per momentum"} | top | steps)
+                shown = {"median_steps": cell(top["median_steps"])}
+                momentum_rows.append({"table": "best rate per momentum"} | top | shown)
                 settings += at_momentum
             per_rate += settings
             best[name] = min(settings, key=_rank)
