@@ -405,16 +405,20 @@ def inner(a: TT, b: TT) -> jax.Array:
     while right - 1 >= left and cols * dims[right - 1] <= min(ra[right - 1], rb[right - 1]):
         cols *= dims[right - 1]
         right -= 1
-    env = jnp.matmul(_left_block(a, left).conj().T, _left_block(b, left), precision=_HIGHEST)
-    for ca, cb in zip(a.cores[left:right], b.cores[left:right]):
-        # env[p, q] -> sum_{p, q, n} conj(ca[p, n, p']) env[p, q] cb[q, n, q']
+    # The sweep runs right to left: env[p, q] = sum conj(ca[p, n, p']) cb[q, n, q'] env[p', q'] is two products of
+    # the form A @ B.T, which XLA:CPU runs 1.3-1.6x faster than the left-to-right sweep's transposed-operand
+    # product ca^H @ tmp (float64/float32, 64 sites, n = 2, r = 64: 1.9 vs 3.0 ms; n = 4, r = 32: 0.39 vs 0.53 ms;
+    # complex128 within 3%; measured 2026-11-25).
+    # env: (ra[right], rb[right]), the closing block's pair of bonds.
+    env = jnp.matmul(_right_block(a, right).conj(), _right_block(b, right).T, precision=_HIGHEST)
+    for ca, cb in zip(reversed(a.cores[left:right]), reversed(b.cores[left:right])):
         r_a, n, ra_next = ca.shape
         r_b, _, rb_next = cb.shape
-        tmp = jnp.matmul(env, cb.reshape(r_b, n * rb_next), precision=_HIGHEST)  # (r_a, n * rb_next)
-        tmp = tmp.reshape(r_a * n, rb_next)
-        env = jnp.matmul(ca.reshape(r_a * n, ra_next).conj().T, tmp, precision=_HIGHEST)
-    closing = jnp.matmul(_right_block(a, right).conj(), _right_block(b, right).T, precision=_HIGHEST)
-    return jnp.sum(env * closing)
+        tmp = jnp.matmul(cb.reshape(r_b * n, rb_next), env.T, precision=_HIGHEST)  # (r_b * n, ra_next)
+        tmp = tmp.reshape(r_b, n * ra_next)
+        env = jnp.matmul(ca.reshape(r_a, n * ra_next).conj(), tmp.T, precision=_HIGHEST)  # (r_a, r_b)
+    opening = jnp.matmul(_left_block(a, left).conj().T, _left_block(b, left), precision=_HIGHEST)
+    return jnp.sum(opening * env)
 
 
 def _left_block(t: TT, stop: int):
