@@ -131,6 +131,7 @@ def time_interleaved(
     warmup: int = 2,
     cooldown_s: float = 0.25,
     rewarm: bool = True,
+    rewarm_s: float = 0.02,
 ) -> dict[str, dict]:
     """Time several zero-argument callables round-robin (A B C A B C ...), so slow drifts of a shared machine hit
     all of them alike. Returns ``{name: {"median", "min", "all", "others_cpu_share"}}`` (seconds; the share of CPU
@@ -139,9 +140,12 @@ def time_interleaved(
     Each timed call starts after an untimed pause of ``cooldown_s``: thread pools keep their workers spinning for a
     while after a call (OpenBLAS for ~0.1 s by default, XLA's pool too), and on a machine with few cores a call
     that starts right after another library's would share the cores with those spinning threads. The pause lets
-    them go idle; with ``rewarm`` one untimed call of the same function follows, so that the timed call finds its
-    own thread pools awake and caches warm, as in a loop of calls of one library alone (without it, waking the
-    pools adds ~0.3 ms, which matters for sub-millisecond calls)."""
+    them go idle; with ``rewarm`` untimed calls of the same function follow (at least one, and more until
+    ``rewarm_s`` has passed), so that the timed call finds its own thread pools awake and caches warm, as in a loop
+    of calls of one library alone. One call is not always enough: on a 2-vCPU Intel VM (2026-11-25) the second call
+    of a ~2 ms XLA function after a 0.25 s pause still took 3.1 ms against 1.9 ms in a loop, while after 5 ms or
+    more of rewarming calls it took 1.9-2.1 ms; functions slower than ``rewarm_s`` get exactly one call, as
+    before."""
     for _ in range(warmup):
         for fn in fns.values():
             _block(fn())
@@ -152,7 +156,10 @@ def time_interleaved(
             if cooldown_s:
                 time.sleep(cooldown_s)
             if rewarm:
+                t_rewarm = time.perf_counter()
                 _block(fn())
+                while time.perf_counter() - t_rewarm < rewarm_s:
+                    _block(fn())
             t0 = time.perf_counter()
             _block(fn())
             samples[name].append(time.perf_counter() - t0)
