@@ -9,6 +9,10 @@ which share of that CPU time went to the kernel (page faults show up there). The
   contrast: a product with a large output.
 * ``jnp.linalg.qr(a.T, mode="r")`` for the same ``a``: the accurate route of ``tnkit.tt.SVDMethod`` on that
   unfolding (LAPACK ``geqrf``, which JAX takes from SciPy's OpenBLAS).
+* 31 calls of ``jnp.linalg.qr`` (reduced, with ``Q``) on float64 ``(256, 64)`` matrices in one jitted function: the
+  right-to-left orthogonalisation of ``tt.round`` on the ``tt_round`` benchmark's sum (d = 32, n = 4, rank 64); also
+  in a child process with ``OPENBLAS_NUM_THREADS=1``, because OpenBLAS's threads, not the arithmetic, decide this
+  one on a 2-vCPU machine.
 * ``tt.inner`` of two random MPS (64 sites, physical dimension 2, bond 64, float64): 126 small products
   ``(64 x 64) @ (64 x 128)``.
 * ``2.0 * x`` for a float32 ``x`` of 8192 x 1024 (32 MiB: the kron-matvec batch and its "copy" reference) and of
@@ -40,6 +44,7 @@ GRAM_SHAPE = (64, 32768)
 SQUARE = 1024
 MPS_SITES, MPS_BOND = 64, 64
 BATCH, FEATURES = 8192, 1024
+QR_CALLS, QR_SHAPE = 31, (256, 64)
 
 
 _CHILD = """
@@ -56,10 +61,36 @@ print(json.dumps(s))
 """
 
 
+_CHILD_QR = """
+import json, sys, time
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+xs = jax.random.normal(jax.random.key(0), ({calls}, {rows}, {cols}), jnp.float64)
+f = jax.jit(lambda xs: [jnp.linalg.qr(xs[i]) for i in range({calls})])
+for _ in range({warmup}):
+    jax.block_until_ready(f(xs))
+s = []
+for _ in range({repeats}):
+    t = time.perf_counter(); jax.block_until_ready(f(xs)); s.append(time.perf_counter() - t)
+print(json.dumps(s))
+"""
+
+
 def _copy_without_mmap(repeats: int, warmup: int) -> list[float] | None:
     """Wall seconds of the 32 MiB ``2.0 * x`` in a child process whose glibc never uses ``mmap`` for allocations."""
     env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="4000000000")
     code = _CHILD.format(batch=BATCH, features=FEATURES, warmup=warmup, repeats=repeats)
+    return _child(code, env)
+
+
+def _qr_single_threaded(repeats: int, warmup: int) -> list[float] | None:
+    """Wall seconds of the QR loop of the ``QR_*`` settings in a child process with single-threaded OpenBLAS."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    code = _CHILD_QR.format(calls=QR_CALLS, rows=QR_SHAPE[0], cols=QR_SHAPE[1], warmup=warmup, repeats=repeats)
+    return _child(code, env)
+
+
+def _child(code: str, env: dict) -> list[float] | None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         print(f"child process failed ({out.returncode}): {out.stderr[-2000:]}", file=sys.stderr)
@@ -93,6 +124,10 @@ def main(argv=None) -> list[dict]:
                    for k in range(MPS_SITES)])
 
     psi, phi = mps(0), mps(1)
+    qr_inputs = jax.random.normal(jax.random.key(2), (QR_CALLS,) + QR_SHAPE, jnp.float64)
+    qr_loop = jax.jit(lambda xs: [jnp.linalg.qr(xs[i]) for i in range(QR_CALLS)])
+    # Householder QR with Q formed: 2 m n^2 - 2 n^3 / 3 for R, as much again for Q.
+    small_qr_flop = QR_CALLS * 2 * (2.0 * QR_SHAPE[0] * QR_SHAPE[1] ** 2 - 2.0 * QR_SHAPE[1] ** 3 / 3)
     x32 = jax.random.normal(jax.random.key(0), (BATCH, FEATURES), jnp.float32)
     x16 = jax.random.normal(jax.random.key(1), (BATCH, FEATURES // 2), jnp.float32)
 
@@ -110,6 +145,8 @@ def main(argv=None) -> list[dict]:
          functools.partial(jax.jit(lambda v: v @ v), sq), 2.0 * SQUARE**3, None),
         ("LAPACK QR of a.T (32768, 64), mode r", "accurate route of TT/TR-SVD",
          functools.partial(jax.jit(lambda v: jnp.linalg.qr(v.T, mode="r")), a), qr_flop, None),
+        ("LAPACK QR with Q, 31 calls on (256, 64) matrices", "`tt.round`'s orthogonalisation (`tt_round`)",
+         functools.partial(qr_loop, qr_inputs), small_qr_flop, None),
         ("XLA float64 tt.inner, MPS 64 sites, bond 64", "`mps_overlap`",
          functools.partial(jax.jit(tt.inner), psi, phi), mps_flop, None),
         ("XLA float32 2.0 * x, x 32 MiB", "`kron_matvec` output and its copy reference",
@@ -139,6 +176,23 @@ def main(argv=None) -> list[dict]:
             "others_cpu": r["others_cpu_share"],
             "attempts": tries,
             "samples_s": r["all"],
+        })
+    qr_child = _qr_single_threaded(repeats, warmup)
+    if qr_child is not None:
+        median = statistics.median(qr_child)
+        rows.append({
+            "operation": "LAPACK QR with Q, 31 calls on (256, 64) matrices, OPENBLAS_NUM_THREADS=1 (child process)",
+            "bounds": "(the same QRs, single-threaded OpenBLAS)",
+            "ms": H.ms(median),
+            "best_ms": H.ms(min(qr_child)),
+            "cores": None,
+            "system_share": None,
+            "gflops": small_qr_flop / median / 1e9,
+            "gb_per_s": None,
+            "ms_per_mib": None,
+            "others_cpu": None,
+            "attempts": None,
+            "samples_s": qr_child,
         })
     child = _copy_without_mmap(repeats, warmup)
     if child is not None:
@@ -174,7 +228,7 @@ def main(argv=None) -> list[dict]:
         "machine. `kernel share`: the part of that CPU time spent in the kernel (page faults, zeroing fresh pages).",
         "`tt.inner` GFLOP/s use the zipper's 4 x 64^3 multiply-adds per site, an upper bound on its work (its end "
         "blocks are cheaper), so the rate is an upper bound too.",
-        "The child-process row has no CPU counters (they are not taken across processes).",
+        "The child-process rows have no CPU counters (they are not taken across processes).",
         "`others' CPU share`: CPU time used by other processes while sampling (0 = undisturbed, 0.5 = one core).",
         f"Loop of {repeats} calls per row after {warmup} warm-up calls, each function alone (not interleaved).",
     ]

@@ -43,7 +43,7 @@ class SVDMethod(enum.Enum):
         for the whole batch, the Gram result kept where it was reliable). Where it falls back it has paid for the
         Gram product as well: on data whose discarded singular values lie below or near the Gram matrix's
         rounding noise (smooth functions sampled on a grid, truncated far down their spectrum) every step falls
-        back, and AUTO then takes about 10-30% longer than ACCURATE (``benchmarks/README.md``, the ``smooth``
+        back, and AUTO then takes up to about 30% longer than ACCURATE (``benchmarks/README.md``, the ``smooth``
         rows of TT-SVD and TR-SVD). Pass ACCURATE for such data.
       GRAM: always the Gram matrix. Squares the condition number: accurate only for singular values above about
         ``sqrt(eps) * s_1``.
