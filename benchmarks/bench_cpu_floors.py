@@ -177,40 +177,34 @@ def main(argv=None) -> list[dict]:
             "attempts": tries,
             "samples_s": r["all"],
         })
+    def child_row(operation, bounds, samples, flop=None, nbytes=None):
+        """A table row for wall-clock samples taken in a child process (no CPU counters there)."""
+        median = statistics.median(samples)
+        return {
+            "operation": operation,
+            "bounds": bounds,
+            "ms": H.ms(median),
+            "best_ms": H.ms(min(samples)),
+            "cores": None,
+            "system_share": None,
+            "gflops": None if flop is None else flop / median / 1e9,
+            "gb_per_s": None if nbytes is None else nbytes / median / 1e9,
+            "ms_per_mib": None if nbytes is None else H.ms(median) / (nbytes / 2**20),
+            "others_cpu": None,
+            "attempts": None,
+            "samples_s": samples,
+        }
+
     qr_child = _qr_single_threaded(repeats, warmup)
     if qr_child is not None:
-        median = statistics.median(qr_child)
-        rows.append({
-            "operation": "LAPACK QR with Q, 31 calls on (256, 64) matrices, OPENBLAS_NUM_THREADS=1 (child process)",
-            "bounds": "(the same QRs, single-threaded OpenBLAS)",
-            "ms": H.ms(median),
-            "best_ms": H.ms(min(qr_child)),
-            "cores": None,
-            "system_share": None,
-            "gflops": small_qr_flop / median / 1e9,
-            "gb_per_s": None,
-            "ms_per_mib": None,
-            "others_cpu": None,
-            "attempts": None,
-            "samples_s": qr_child,
-        })
-    child = _copy_without_mmap(repeats, warmup)
-    if child is not None:
-        median = statistics.median(child)
-        rows.append({
-            "operation": "XLA float32 2.0 * x, x 32 MiB, glibc without mmap (child process)",
-            "bounds": "(the same copy without page faults)",
-            "ms": H.ms(median),
-            "best_ms": H.ms(min(child)),
-            "cores": None,
-            "system_share": None,
-            "gflops": None,
-            "gb_per_s": 2 * x32.nbytes / median / 1e9,
-            "ms_per_mib": H.ms(median) / (2 * x32.nbytes / 2**20),
-            "others_cpu": None,
-            "attempts": None,
-            "samples_s": child,
-        })
+        rows.append(child_row(
+            "LAPACK QR with Q, 31 calls on (256, 64) matrices, OPENBLAS_NUM_THREADS=1 (child process)",
+            "(the same QRs, single-threaded OpenBLAS)", qr_child, flop=small_qr_flop))
+    copy_child = _copy_without_mmap(repeats, warmup)
+    if copy_child is not None:
+        rows.append(child_row(
+            "XLA float32 2.0 * x, x 32 MiB, glibc without mmap (child process)",
+            "(the same copy without page faults)", copy_child, nbytes=2 * x32.nbytes))
     columns = [
         ("operation", "operation"),
         ("bounds", "where it matters"),
