@@ -100,3 +100,37 @@ def test_qr_derivative_through_jit():
     a = jnp.arange(12.0).reshape(4, 3) + jnp.eye(4, 3)
     f = jax.jit(lambda a: jnp.sum(_linalg.left_orthonormal(a)[1] ** 2))  # ||R||^2 = ||a||^2
     np.testing.assert_allclose(jax.grad(f)(a), 2 * a, rtol=1e-10)
+
+
+def test_safe_sqrt_values_and_derivative():
+    sq = jnp.array([4.0, 0.0, -1e-18, jnp.inf, jnp.nan])
+    out = np.asarray(_linalg.safe_sqrt(sq))
+    np.testing.assert_array_equal(out[:4], [2.0, 0.0, 0.0, np.inf])
+    assert np.isnan(out[4])
+    g = jax.vmap(jax.grad(_linalg.safe_sqrt))(jnp.array([4.0, 0.0, -1.0]))
+    np.testing.assert_allclose(g, [0.25, 0.0, 0.0])
+
+
+def _nan_in_first_leaf(x):
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(jnp.nan)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+@pytest.mark.parametrize("fmt", ["tt", "tr", "tucker", "cp", "tree"])
+def test_norm_of_a_non_finite_tensor_is_nan_not_zero(fmt):
+    # The norms guard sqrt at zero; that guard must not turn a NaN input into a norm of 0.
+    from tnkit import cp, tr, tree, tt, tucker
+
+    key = jax.random.key(0)
+    dims = (3, 4, 5)
+    make = {
+        "tt": lambda: (tt.random(key, dims, 2), tt.norm),
+        "tr": lambda: (tr.random(key, dims, 2), tr.norm),
+        "tucker": lambda: (tucker.random(key, dims, (2, 2, 2)), tucker.norm),
+        "cp": lambda: (cp.random(key, dims, 2), cp.norm),
+        "tree": lambda: (tree.from_dense(jax.random.normal(key, dims), max_rank=2), tree.norm),
+    }
+    x, norm = make[fmt]()
+    assert np.isfinite(float(norm(x))) and float(norm(x)) > 0
+    assert np.isnan(float(norm(_nan_in_first_leaf(x)))), f"tnkit.{fmt}.norm hid a NaN"

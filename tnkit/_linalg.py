@@ -72,6 +72,23 @@ def _safe_reciprocal(x, tol):
     return jnp.where(ok, 1.0 / jnp.where(ok, x, 1.0), 0.0)
 
 
+def safe_sqrt(sq):
+    """``sqrt(sq)`` of a real array whose negative entries are rounding noise: ``0`` where ``sq <= 0``, with a
+    derivative that is finite (zero) there, and NaN where ``sq`` is NaN (a non-finite input must not come out as a
+    norm of zero).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit._linalg import safe_sqrt
+      >>> safe_sqrt(jnp.array([4.0, 0.0, -1e-18, jnp.nan])).tolist()
+      [2.0, 0.0, 0.0, nan]
+      >>> float(jax.grad(safe_sqrt)(0.0))
+      0.0
+    """
+    ok = sq > 0
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), jnp.where(jnp.isnan(sq), sq, 0.0))
+
+
 def _hermitian(x):
     return jnp.swapaxes(x, -1, -2).conj()
 

@@ -97,12 +97,6 @@ def _real_dtype(dtype):
     return jnp.finfo(dtype).dtype
 
 
-def _safe_sqrt(sq):
-    """``sqrt(max(sq, 0))`` with a derivative that is finite (zero) at ``sq <= 0``."""
-    ok = sq > 0
-    return jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
-
-
 def _grams(factors: Sequence[jax.Array]) -> list[jax.Array]:
     """``G_k = A_k^H A_k`` of shape ``(R, R)`` for each factor."""
     return [jnp.matmul(f.conj().T, f, precision=_HIGHEST) for f in factors]
@@ -245,7 +239,7 @@ def norm(t: CP) -> jax.Array:
       True
     """
     _check_cp(t)
-    return _safe_sqrt(jnp.real(inner(t, t)))
+    return _linalg.safe_sqrt(jnp.real(inner(t, t)))
 
 
 def add(a: CP, b: CP) -> CP:
@@ -318,7 +312,7 @@ def _normalize_parts(w, factors):
 
 def _normalize_columns(f):
     """``(f / ||f[:, r]||, norms)``; a zero column is returned unchanged with norm 0."""
-    nrm = _safe_sqrt(jnp.sum(jnp.real(f.conj() * f), axis=0))
+    nrm = _linalg.safe_sqrt(jnp.sum(jnp.real(f.conj() * f), axis=0))
     safe = jnp.where(nrm > 0, nrm, 1.0)
     return f / safe.astype(f.dtype)[None, :], nrm
 
@@ -708,7 +702,7 @@ def als(
     ridge = jnp.asarray(ridge, rdtype)
 
     def relative(err_sq):
-        return _safe_sqrt(err_sq) / denom
+        return _linalg.safe_sqrt(err_sq) / denom
 
     def body(state):
         it, w, factors, errors, prev_err, _, power, fails, accepted = state

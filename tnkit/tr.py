@@ -783,9 +783,7 @@ def norm(t: TR) -> jax.Array:
       True
     """
     _check_tr(t)
-    sq = jnp.real(inner(t, t))
-    safe = jnp.where(sq > 0, sq, 1.0)
-    return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+    return _linalg.safe_sqrt(jnp.real(inner(t, t)))
 
 
 # -------------------------------------------------------------------------------------------------------- entries

@@ -946,9 +946,7 @@ def norm(t: TreeTN) -> jax.Array:
 @jax.jit
 def _norm(t: TreeTN) -> jax.Array:
     root = _orthogonalize(t).cores[t.tree.root].reshape(-1)
-    sq = jnp.real(jnp.vdot(root, root))
-    safe = jnp.where(sq > 0, sq, 1.0)
-    return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+    return _linalg.safe_sqrt(jnp.real(jnp.vdot(root, root)))
 
 
 def add(a: TreeTN, b: TreeTN) -> TreeTN:

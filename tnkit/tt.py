@@ -455,9 +455,7 @@ def norm(t: TT) -> jax.Array:
     _check_tt(t)
     last = orthogonalize(t, -1).cores[-1].reshape(-1)
     # The norm of a vector with a derivative that is finite at zero.
-    sq = jnp.real(jnp.vdot(last, last))
-    safe = jnp.where(sq > 0, sq, 1.0)
-    return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+    return _linalg.safe_sqrt(jnp.real(jnp.vdot(last, last)))
 
 
 # -------------------------------------------------------------------------------------------- entries and contraction

@@ -177,12 +177,6 @@ def _check_mode(mode, d: int, name: str = "mode") -> int:
     return int(mode) % d
 
 
-def _safe_norm_from_square(sq):
-    """``sqrt(sq)`` for ``sq >= 0`` with a derivative that is finite (zero) at ``sq = 0``."""
-    safe = jnp.where(sq > 0, sq, 1.0)
-    return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
-
-
 def _hermitian(m):
     return jnp.swapaxes(m, -1, -2).conj()
 
@@ -663,7 +657,7 @@ def _hooi_impl(x, init_factors, tol, ranks, max_iters, method):
 
     def rel_error(core):
         sq = jnp.maximum(norm_x2 - jnp.real(jnp.vdot(core, core)), 0.0)
-        return jnp.where(norm_x > 0, _safe_norm_from_square(sq) / jnp.where(norm_x > 0, norm_x, 1.0), 0.0)
+        return jnp.where(norm_x > 0, _linalg.safe_sqrt(sq) / jnp.where(norm_x > 0, norm_x, 1.0), 0.0)
 
     errors = jnp.full((max_iters + 1,), jnp.nan, real).at[0].set(rel_error(core))
 
@@ -777,7 +771,7 @@ def _norm_jit(t):
     big = lax.stop_gradient(jnp.max(jnp.abs(core)))
     big = jnp.where(big > 0, big, 1.0).astype(core.dtype)
     scaled = core / big
-    return jnp.real(big) * _safe_norm_from_square(jnp.real(jnp.vdot(scaled, scaled)))
+    return jnp.real(big) * _linalg.safe_sqrt(jnp.real(jnp.vdot(scaled, scaled)))
 
 
 def round(t: Tucker, *, ranks=None, rtol: float | None = None) -> Tucker:  # noqa: A001
