@@ -594,3 +594,12 @@ class TestRankSelection:
             tucker.ranks_for_budget(spectra, 50, resolution=0.0)
         with pytest.raises(TypeError, match="budget must be an int"):
             tucker.ranks_for_budget(spectra, 50.0)
+
+
+def test_hooi_error_of_zero_is_zero_and_of_nan_is_nan():
+    # The relative error guards x = 0; that guard must not report a NaN input as fitted exactly.
+    x = jax.random.normal(jax.random.key(0), (5, 6, 7))
+    _, info = tucker.hooi(jnp.zeros_like(x), ranks=(2, 2, 2))
+    assert float(info.errors[0]) == 0.0
+    _, info = tucker.hooi(x.at[0, 0, 0].set(jnp.nan), ranks=(2, 2, 2))
+    assert np.isnan(float(info.errors[0]))

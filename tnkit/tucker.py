@@ -657,7 +657,8 @@ def _hooi_impl(x, init_factors, tol, ranks, max_iters, method):
 
     def rel_error(core):
         sq = jnp.maximum(norm_x2 - jnp.real(jnp.vdot(core, core)), 0.0)
-        return jnp.where(norm_x > 0, _linalg.safe_sqrt(sq) / jnp.where(norm_x > 0, norm_x, 1.0), 0.0)
+        # x = 0 gives sq = 0 and an error of 0; a NaN in x gives NaN.
+        return _linalg.safe_sqrt(sq) / jnp.where(norm_x > 0, norm_x, 1.0)
 
     errors = jnp.full((max_iters + 1,), jnp.nan, real).at[0].set(rel_error(core))
 
