@@ -3,7 +3,9 @@
 * tnkit: ``jax.jit(lambda a, b: tt.round(tt.add(a, b), max_rank=16))``: right-to-left orthogonalisation (QR)
   followed by a left-to-right sweep of truncations, each from the Gram matrix of the unfolding where that is as
   accurate as an SVD (the default ``method=SVDMethod.AUTO``), else an SVD. A second row forces
-  ``method=SVDMethod.ACCURATE`` (an SVD at every step) to show what the default saves.
+  ``method=SVDMethod.ACCURATE`` (an SVD at every step) to show what the default saves, and a third
+  ``method=SVDMethod.GRAM`` (no QR sweep: truncations through Gram matrices of the right parts, accurate to about
+  ``sqrt(eps)`` relative; opt-in, no target) to show what the fastest route costs.
 * quimb: ``(psi_a + psi_b).compress(max_bond=16, cutoff=0.0)`` on ``MatrixProductState`` objects holding the same
   cores: quimb's standard SVD-based ("direct") compression, ``form="right"``: a left-canonicalising QR sweep followed
   by a right-to-left sweep of truncated SVDs. ``cutoff=0.0`` disables singular-value cutoffs, so only ``max_bond``
@@ -79,6 +81,7 @@ def main(argv=None) -> list[dict]:
     repeats, warmup = (5, 1) if args.quick else (21, 3)
     fn = jax.jit(lambda a, b: tt.round(tt.add(a, b), max_rank=MAX_RANK))
     fn_acc = jax.jit(lambda a, b: tt.round(tt.add(a, b), max_rank=MAX_RANK, method=tt.SVDMethod.ACCURATE))
+    fn_gram = jax.jit(lambda a, b: tt.round(tt.add(a, b), max_rank=MAX_RANK, method=tt.SVDMethod.GRAM))
 
     def quimb_round(qa, qb):
         s = qa + qb
@@ -102,7 +105,8 @@ def main(argv=None) -> list[dict]:
         tnkit_compile=comp,
     )
     for kind, (a, b, qa, qb) in cases.items():
-        fns = {"tnkit": lambda: fn(a, b), "quimb": lambda: quimb_round(qa, qb), "accurate": lambda: fn_acc(a, b)}
+        fns = {"tnkit": lambda: fn(a, b), "quimb": lambda: quimb_round(qa, qb), "accurate": lambda: fn_acc(a, b),
+               "gram": lambda: fn_gram(a, b)}
         times, tries = H.quietly(lambda: H.time_interleaved(fns, repeats=repeats, warmup=warmup), attempts=attempts)
         s = tt.add(a, b)
         q_sum = qa + qb
@@ -111,7 +115,8 @@ def main(argv=None) -> list[dict]:
         err_quimb = float(rel_err(s, c_quimb))
         err_quimb_native = float((q_sum - q_c).norm() / q_sum.norm())
         t_q = times["quimb"]["median"]
-        for label, key, f in (("AUTO (default)", "tnkit", fn), ("ACCURATE (forced)", "accurate", fn_acc)):
+        for label, key, f in (("AUTO (default)", "tnkit", fn), ("ACCURATE (forced)", "accurate", fn_acc),
+                              ("GRAM (opt-in)", "gram", fn_gram)):
             c_tnkit = f(a, b)
             err_tnkit = float(rel_err(s, c_tnkit))
             t_tn = times[key]["median"]
@@ -146,6 +151,7 @@ def main(argv=None) -> list[dict]:
     vfn_acc = jax.jit(
         jax.vmap(lambda a, b: tt.round(tt.add(a, b), max_rank=MAX_RANK, method=tt.SVDMethod.ACCURATE))
     )
+    vfn_gram = jax.jit(jax.vmap(lambda a, b: tt.round(tt.add(a, b), max_rank=MAX_RANK, method=tt.SVDMethod.GRAM)))
     stack = lambda ts: jax.tree.map(lambda *cs: jax.numpy.stack(cs), *ts)  # noqa: E731
     for kind in ("random", "decaying"):
         pairs = [make_pair(kind, seed) for seed in range(batch)]
@@ -154,13 +160,15 @@ def main(argv=None) -> list[dict]:
         fns = {
             "tnkit": lambda: vfn(sa, sb),
             "accurate": lambda: vfn_acc(sa, sb),
+            "gram": lambda: vfn_gram(sa, sb),
             "quimb": lambda: [quimb_round(qa, qb) for qa, qb in qpairs],
         }
         times, tries = H.quietly(lambda: H.time_interleaved(fns, repeats=repeats, warmup=warmup), attempts=attempts)
         t_q = times["quimb"]["median"]
         errs_quimb = [float(rel_err(tt.add(a, b), _peers.quimb_mps_to_tt(quimb_round(qa, qb))))
                       for (a, b), (qa, qb) in zip(pairs, qpairs)]
-        for label, key, f in (("AUTO (default)", "tnkit", vfn), ("ACCURATE (forced)", "accurate", vfn_acc)):
+        for label, key, f in (("AUTO (default)", "tnkit", vfn), ("ACCURATE (forced)", "accurate", vfn_acc),
+                              ("GRAM (opt-in)", "gram", vfn_gram)):
             out = f(sa, sb)
             errs = [float(rel_err(tt.add(a, b), jax.tree.map(lambda x, i=i: x[i], out)))
                     for i, (a, b) in enumerate(pairs)]
@@ -202,7 +210,8 @@ def main(argv=None) -> list[dict]:
     ]
     notes = [
         "Targets apply to the default (AUTO) rows of single pairs; the ACCURATE rows force an SVD at every "
-        "truncation (the method before 2026-11-24). The `vmap` rows round a stack of pairs in one call against "
+        "truncation (the method before 2026-11-24); the GRAM rows skip the QR sweep and truncate through Gram "
+        "matrices (opt-in: accurate to about sqrt(eps) relative, no accuracy fallback). The `vmap` rows round a stack of pairs in one call against "
         "quimb in a loop (context, no target).",
         f"tnkit compile (lower+compile) {comp['lower_compile_s']:.2f} s, cold first call {comp['first_call_s']:.2f} s "
         "(not in the times above).",

@@ -266,6 +266,69 @@ class TestRoundAndOrthogonalize:
         if c > 0:  # core 0 was made left-orthonormal: r_1 = 3 > n_1 = 2 shrinks to 2
             assert o.ranks[1] == 2
 
+    @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
+    def test_round_gram_skips_qr_and_matches_the_svd_route(self, dtype, monkeypatch):
+        # method=GRAM rounds through Gram matrices of the right parts (no orthogonalisation): on well-conditioned
+        # data it keeps the same ranks and reaches the TT-SVD error of the dense sum, like the SVD route.
+        def no_qr_sweep(*args, **kwargs):
+            raise AssertionError("method=GRAM with max_rank must not orthogonalise")
+
+        monkeypatch.setattr(tt, "orthogonalize", no_qr_sweep)
+        def graded(seed):
+            t = rand_tt(seed, (4, 4, 4, 4, 4), 6, dtype)
+            return TT([c * (0.6 ** jnp.arange(c.shape[2]))[None, None, :] for c in t.cores])
+
+        s = tt.add(graded(3), graded(4))
+        x = tt.to_dense(s)
+        e_svd = rel_err(tt.to_dense(tt.from_dense(x, max_rank=4, method=tt.SVDMethod.ACCURATE)), x)
+        r = jax.jit(functools.partial(tt.round, max_rank=4, method=tt.SVDMethod.GRAM))(s)
+        assert r.ranks == (1, 4, 4, 4, 4, 1)
+        assert r.dtype == dtype
+        np.testing.assert_allclose(rel_err(tt.to_dense(r), x), e_svd, rtol=1e-6)
+        # Left cores come out left-orthonormal, as from the other routes.
+        for core in r.cores[:-1]:
+            m = core.reshape(-1, core.shape[2])
+            np.testing.assert_allclose(m.conj().T @ m, np.eye(m.shape[1]), atol=1e-7)
+
+    def test_round_gram_bonds_larger_than_the_modes_allow_and_exact_sums(self):
+        # Bond 8 on modes of size 2 near the right end (the Gram matrix there is singular by shape), and t + t
+        # (singular to working precision everywhere): ranks as the SVD route gives them, finite, accurate to
+        # about sqrt(eps) at least.
+        a = rand_tt(3, (2,) * 6, 8)
+        r_gram = tt.round(tt.add(a, a), max_rank=8, method=tt.SVDMethod.GRAM)
+        r_acc = tt.round(tt.add(a, a), max_rank=8, method=tt.SVDMethod.ACCURATE)
+        assert r_gram.ranks == r_acc.ranks
+        assert rel_err(tt.to_dense(r_gram), 2 * tt.to_dense(a)) < 1e-7
+        b = rand_tt(4, (3, 4, 5, 4, 3), 4)
+        r = tt.round(tt.add(b, b), method=tt.SVDMethod.GRAM)  # no max_rank: nothing to truncate beyond the shape
+        assert r.ranks == tt.round(tt.add(b, b), method=tt.SVDMethod.ACCURATE).ranks
+        assert rel_err(tt.to_dense(r), 2 * tt.to_dense(b)) < 1e-7
+
+    def test_round_gram_gradient_and_vmap_match_the_svd_route(self):
+        # The rounded dense tensor is gauge invariant, so its derivative must not depend on the route.
+        stack = jax.tree.map(lambda *cs: jnp.stack(cs), *(rand_tt(s, (3, 4, 3), 3) for s in (5, 6)))
+
+        def loss(method):
+            def f(st):
+                r = jax.vmap(functools.partial(tt.round, max_rank=2, method=method))(st)
+                return jnp.sum(jax.vmap(tt.to_dense)(r) ** 2)
+
+            return f
+
+        g_gram = jax.jit(jax.grad(loss(tt.SVDMethod.GRAM)))(stack)
+        g_acc = jax.jit(jax.grad(loss(tt.SVDMethod.ACCURATE)))(stack)
+        for ga, gb in zip(g_gram.cores, g_acc.cores):
+            assert np.all(np.isfinite(ga))
+            np.testing.assert_allclose(ga, gb, rtol=1e-6, atol=1e-8)
+
+    def test_round_gram_float32(self):
+        s = tt.add(rand_tt(7, (4, 4, 4, 4), 3, jnp.float32), rand_tt(8, (4, 4, 4, 4), 3, jnp.float32))
+        x = tt.to_dense(s)
+        r = tt.round(s, max_rank=4, method=tt.SVDMethod.GRAM)
+        r64 = tt.round(jax.tree.map(lambda c: c.astype(jnp.float64), s), max_rank=4, method=tt.SVDMethod.ACCURATE)
+        assert r.dtype == jnp.float32
+        np.testing.assert_allclose(rel_err(tt.to_dense(r), x), rel_err(tt.to_dense(r64), x), rtol=1e-3)
+
     def test_round_jit_no_recompile(self):
         f, traces = traced(functools.partial(tt.round, max_rank=2))
         f(rand_tt(0, (3, 4, 3), 3))
