@@ -247,7 +247,7 @@ def round(  # noqa: A001
         it builds the Gram matrices of the right parts with matrix products and truncates through them, which
         squares condition numbers, so singular values below about ``sqrt(eps)`` times the largest are not
         resolved; where that is acceptable it is the fastest route (``benchmarks/README.md``, ``tt_round``: the
-        benchmark's sum of two d = 32, rank-32 TTs to rank 16 in 12.1 ms against 32.7 ms with AUTO).
+        benchmark's sum of two d = 32, rank-32 TTs to rank 16 in 13.1 ms against 33.3 ms with AUTO).
 
     Example:
       >>> import jax
