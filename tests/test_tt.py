@@ -166,9 +166,13 @@ class TestRoundAndOrthogonalize:
             np.testing.assert_allclose(e_round, e_svd, rtol=1e-6)
 
     @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
-    def test_round_methods_match_the_dense_tt_svd(self, dtype):
+    def test_round_methods_match_the_dense_tt_svd(self, dtype, monkeypatch):
         # A sum of two TTs whose bond spectra decay (bond index j scaled by 0.6**j): the default (Gram where
-        # reliable) and the SVD route give the truncation error of the TT-SVD of the dense sum.
+        # reliable), the SVD route and GRAM (Gram matrices of the right parts, no QR sweep) all give the truncation
+        # error of the TT-SVD of the dense sum, and left-orthonormal cores.
+        def no_qr_sweep(*args, **kwargs):
+            raise AssertionError("method=GRAM with max_rank must not orthogonalise")
+
         def graded(seed):
             t = rand_tt(seed, (4, 4, 4, 4, 4), 6, dtype)
             return TT([c * (0.6 ** jnp.arange(c.shape[2]))[None, None, :] for c in t.cores])
@@ -176,10 +180,17 @@ class TestRoundAndOrthogonalize:
         s = tt.add(graded(3), graded(4))
         x = tt.to_dense(s)
         e_svd = rel_err(tt.to_dense(tt.from_dense(x, max_rank=4, method=tt.SVDMethod.ACCURATE)), x)
-        for method in (tt.SVDMethod.AUTO, tt.SVDMethod.ACCURATE):
-            r = jax.jit(functools.partial(tt.round, max_rank=4, method=method))(s)
+        for method in tt.SVDMethod:
+            with monkeypatch.context() as patch:
+                if method is tt.SVDMethod.GRAM:
+                    patch.setattr(tt, "orthogonalize", no_qr_sweep)
+                r = jax.jit(functools.partial(tt.round, max_rank=4, method=method))(s)
             assert r.ranks == (1, 4, 4, 4, 4, 1)
+            assert r.dtype == dtype
             np.testing.assert_allclose(rel_err(tt.to_dense(r), x), e_svd, rtol=1e-6)
+            for core in r.cores[:-1]:
+                m = core.reshape(-1, core.shape[2])
+                np.testing.assert_allclose(m.conj().T @ m, np.eye(m.shape[1]), atol=1e-7)
 
     def test_round_nearly_exact_keeps_float64_accuracy(self):
         # See nearly_exact_sum: the Gram route alone loses the small kept singular values (error ~4e-10); the
@@ -228,8 +239,10 @@ class TestRoundAndOrthogonalize:
             got = jax.tree.map(lambda leaf, i=i, j=j: leaf[i, j], nested)
             assert rel_err(tt.to_dense(got), tt.to_dense(ref)) < 1e-12
 
-    def test_round_auto_under_vmap_differentiates_like_accurate(self):
-        # The rounded dense tensor does not depend on the gauge, so its gradient must not depend on the route.
+    @pytest.mark.parametrize("method, rtol", [(tt.SVDMethod.AUTO, 1e-7), (tt.SVDMethod.GRAM, 1e-6)])
+    def test_round_under_vmap_differentiates_like_accurate(self, method, rtol):
+        # The rounded dense tensor does not depend on the gauge, so its gradient must not depend on the route
+        # (AUTO: Gram truncations where reliable; GRAM: no QR sweep at all).
         stack = jax.tree.map(lambda *cs: jnp.stack(cs), *(rand_tt(s, (3, 4, 3), 3) for s in (5, 6)))
 
         def loss(method):
@@ -239,13 +252,13 @@ class TestRoundAndOrthogonalize:
 
             return f
 
-        g_auto = jax.jit(jax.grad(loss(tt.SVDMethod.AUTO)))(stack)
+        g_route = jax.jit(jax.grad(loss(method)))(stack)
         g_acc = jax.jit(jax.grad(loss(tt.SVDMethod.ACCURATE)))(stack)
-        for ga, gb in zip(g_auto.cores, g_acc.cores):
-            np.testing.assert_allclose(ga, gb, rtol=1e-7, atol=1e-9)
-        _, t_auto = jax.jvp(loss(tt.SVDMethod.AUTO), (stack,), (stack,))
+        for ga, gb in zip(g_route.cores, g_acc.cores):
+            np.testing.assert_allclose(ga, gb, rtol=rtol, atol=1e-2 * rtol)
+        _, t_route = jax.jvp(loss(method), (stack,), (stack,))
         _, t_acc = jax.jvp(loss(tt.SVDMethod.ACCURATE), (stack,), (stack,))
-        np.testing.assert_allclose(t_auto, t_acc, rtol=1e-7)
+        np.testing.assert_allclose(t_route, t_acc, rtol=rtol)
 
     @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
     @pytest.mark.parametrize("center", [0, 1, 3, -1])
@@ -266,30 +279,6 @@ class TestRoundAndOrthogonalize:
         if c > 0:  # core 0 was made left-orthonormal: r_1 = 3 > n_1 = 2 shrinks to 2
             assert o.ranks[1] == 2
 
-    @pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
-    def test_round_gram_skips_qr_and_matches_the_svd_route(self, dtype, monkeypatch):
-        # method=GRAM rounds through Gram matrices of the right parts (no orthogonalisation): on well-conditioned
-        # data it keeps the same ranks and reaches the TT-SVD error of the dense sum, like the SVD route.
-        def no_qr_sweep(*args, **kwargs):
-            raise AssertionError("method=GRAM with max_rank must not orthogonalise")
-
-        monkeypatch.setattr(tt, "orthogonalize", no_qr_sweep)
-        def graded(seed):
-            t = rand_tt(seed, (4, 4, 4, 4, 4), 6, dtype)
-            return TT([c * (0.6 ** jnp.arange(c.shape[2]))[None, None, :] for c in t.cores])
-
-        s = tt.add(graded(3), graded(4))
-        x = tt.to_dense(s)
-        e_svd = rel_err(tt.to_dense(tt.from_dense(x, max_rank=4, method=tt.SVDMethod.ACCURATE)), x)
-        r = jax.jit(functools.partial(tt.round, max_rank=4, method=tt.SVDMethod.GRAM))(s)
-        assert r.ranks == (1, 4, 4, 4, 4, 1)
-        assert r.dtype == dtype
-        np.testing.assert_allclose(rel_err(tt.to_dense(r), x), e_svd, rtol=1e-6)
-        # Left cores come out left-orthonormal, as from the other routes.
-        for core in r.cores[:-1]:
-            m = core.reshape(-1, core.shape[2])
-            np.testing.assert_allclose(m.conj().T @ m, np.eye(m.shape[1]), atol=1e-7)
-
     def test_round_gram_bonds_larger_than_the_modes_allow_and_exact_sums(self):
         # Bond 8 on modes of size 2 near the right end (the Gram matrix there is singular by shape), and t + t
         # (singular to working precision everywhere): ranks as the SVD route gives them, finite, accurate to
@@ -303,23 +292,6 @@ class TestRoundAndOrthogonalize:
         r = tt.round(tt.add(b, b), method=tt.SVDMethod.GRAM)  # no max_rank: nothing to truncate beyond the shape
         assert r.ranks == tt.round(tt.add(b, b), method=tt.SVDMethod.ACCURATE).ranks
         assert rel_err(tt.to_dense(r), 2 * tt.to_dense(b)) < 1e-7
-
-    def test_round_gram_gradient_and_vmap_match_the_svd_route(self):
-        # The rounded dense tensor is gauge invariant, so its derivative must not depend on the route.
-        stack = jax.tree.map(lambda *cs: jnp.stack(cs), *(rand_tt(s, (3, 4, 3), 3) for s in (5, 6)))
-
-        def loss(method):
-            def f(st):
-                r = jax.vmap(functools.partial(tt.round, max_rank=2, method=method))(st)
-                return jnp.sum(jax.vmap(tt.to_dense)(r) ** 2)
-
-            return f
-
-        g_gram = jax.jit(jax.grad(loss(tt.SVDMethod.GRAM)))(stack)
-        g_acc = jax.jit(jax.grad(loss(tt.SVDMethod.ACCURATE)))(stack)
-        for ga, gb in zip(g_gram.cores, g_acc.cores):
-            assert np.all(np.isfinite(ga))
-            np.testing.assert_allclose(ga, gb, rtol=1e-6, atol=1e-8)
 
     def test_round_gram_float32(self):
         s = tt.add(rand_tt(7, (4, 4, 4, 4), 3, jnp.float32), rand_tt(8, (4, 4, 4, 4), 3, jnp.float32))
