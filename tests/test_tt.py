@@ -288,6 +288,8 @@ class TestRoundAndOrthogonalize:
         r_acc = tt.round(tt.add(a, a), max_rank=8, method=tt.SVDMethod.ACCURATE)
         assert r_gram.ranks == r_acc.ranks
         assert rel_err(tt.to_dense(r_gram), 2 * tt.to_dense(a)) < 1e-7
+        z = tt.round(tt.add(tt.zeros((3, 4, 5)), tt.zeros((3, 4, 5))), max_rank=1, method=tt.SVDMethod.GRAM)
+        np.testing.assert_array_equal(tt.to_dense(z), np.zeros((3, 4, 5)))  # zero Gram matrices: zeros, not NaN
         b = rand_tt(4, (3, 4, 5, 4, 3), 4)
         r = tt.round(tt.add(b, b), method=tt.SVDMethod.GRAM)  # no max_rank: nothing to truncate beyond the shape
         assert r.ranks == tt.round(tt.add(b, b), method=tt.SVDMethod.ACCURATE).ranks

@@ -325,8 +325,11 @@ def _round_gram(t: TT, max_rank: int | None) -> TT:
         else:
             # A shift of a few ulps of the largest diagonal entry keeps Cholesky defined where the Gram matrix is
             # singular to working precision (as for t + t); it perturbs it no more than its rounding errors do.
-            shift = (10 * r * eps) * jnp.max(jnp.real(jnp.diagonal(gram)))
-            factors[k] = jnp.linalg.cholesky(gram + shift.astype(dtype) * jnp.eye(r, dtype=dtype))
+            # A zero Gram matrix (a zero right part) takes the identity: any factor truncates a zero tensor.
+            top = jnp.max(jnp.real(jnp.diagonal(gram)))
+            eye = jnp.eye(r, dtype=dtype)
+            shifted = jnp.where(top > 0, gram + ((10 * r * eps) * top).astype(dtype) * eye, eye)
+            factors[k] = jnp.linalg.cholesky(shifted)
     out = []
     carry = None
     for k in range(d - 1):
