@@ -46,7 +46,8 @@ class SVDMethod(enum.Enum):
         back, and AUTO then takes up to about 30% longer than ACCURATE (``benchmarks/README.md``, the ``smooth``
         rows of TT-SVD and TR-SVD). Pass ACCURATE for such data.
       GRAM: always the Gram matrix. Squares the condition number: accurate only for singular values above about
-        ``sqrt(eps) * s_1``.
+        ``sqrt(eps) * s_1``. In :func:`tnkit.tt.round` (with ``max_rank``) it also replaces the QR
+        orthogonalisation by Gram matrices of the right parts, the fastest rounding where that accuracy suffices.
       ACCURATE: a QR factorisation of ``a^H`` followed by an SVD of the small triangular factor; backward stable.
     """
 
