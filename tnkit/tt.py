@@ -263,7 +263,8 @@ def round(  # noqa: A001
     if d == 1:
         return t
     if method is SVDMethod.GRAM and rtol is None:
-        return _round_gram(t, max_rank)
+        # No orthogonalisation: each truncation sees the right part through a factor of its Gram matrix.
+        return TT(_truncation_sweep(list(t.cores), max_rank, None, method, _right_gram_factors(t)))
     if rtol is not None:
         for c in t.cores:
             _require_concrete(c, "round")
@@ -272,39 +273,51 @@ def round(  # noqa: A001
     if rtol is not None:
         nrm = float(_concrete(jnp.linalg.norm(cores[0])))
         abs_tol = float(rtol) * nrm / math.sqrt(d - 1)
-    for k in range(d - 1):
+    return TT(_truncation_sweep(cores, max_rank, abs_tol, method))
+
+
+def _truncation_sweep(cores, max_rank, abs_tol, method, right_factors=None):
+    """The left-to-right truncation sweep of :func:`round` (updates and returns ``cores``).
+
+    Without ``right_factors`` the cores right of each bond must be right-orthonormal (after ``orthogonalize(t,
+    0)``), so the truncation of core ``k`` alone is the truncation of the whole unfolding. With them,
+    ``right_factors[k + 1]`` is an ``(r_{k+1}, q)`` matrix ``F`` with ``F F^H`` proportional to the Gram matrix of
+    the cores ``k + 1...`` (see :func:`_right_gram_factors`): the singular vectors are taken from ``a F`` instead.
+    """
+    for k in range(len(cores) - 1):
         r, n, r_next = cores[k].shape
         a = cores[k].reshape(r * n, r_next)
-        k_max = min(a.shape)
+        f = a if right_factors is None else jnp.matmul(a, right_factors[k + 1], precision=_HIGHEST)
+        k_max = min(f.shape)
         if abs_tol is None:
             rank = k_max if max_rank is None else min(max_rank, k_max)
-            u, _ = _linalg.left_svd(a, rank, method)
+            u, _ = _linalg.left_svd(f, rank, method)
         else:
-            u, rank = _left_svd_with_tolerance(a, max_rank, abs_tol, method)
+            u, rank = _left_svd_with_tolerance(f, max_rank, abs_tol, method)
         u = u[:, :rank]
         b = jnp.matmul(u.conj().T, a, precision=_HIGHEST)
         cores[k] = u.reshape(r, n, rank)
         cores[k + 1] = jnp.einsum("ab,bnc->anc", b, cores[k + 1], precision=_HIGHEST)
-    return TT(cores)
+    return cores
 
 
-def _round_gram(t: TT, max_rank: int | None) -> TT:
-    """``round(t, max_rank=max_rank, method=SVDMethod.GRAM)``: TT-rounding without orthogonalising ``t``.
+def _right_gram_factors(t: TT) -> list:
+    """Factors ``F_k`` (``k = 1 .. d-1``, shape ``(r_k, q_k)``) with ``F_k F_k^H`` proportional to ``R_k R_k^H``,
+    ``R_k`` the cores ``k...`` of ``t`` as an ``(r_k, n_k ... n_d)`` matrix: what ``round(method=GRAM)`` truncates
+    through instead of orthogonalising ``t``.
 
-    At the bond between cores ``k - 1`` and ``k`` the unfolding is ``L_k R_k``: the (orthonormal, already truncated)
-    left part and the cores ``k...`` of ``t`` as an ``(r_k, n_k ... n_d)`` matrix. Its best truncation keeps the
-    leading left singular vectors of ``a F_k`` for any ``F_k`` with ``F_k F_k^H = R_k R_k^H`` (``a``: core ``k - 1``
-    with the carried factor). So a right-to-left sweep of matrix products builds the Gram matrices ``R_k R_k^H``
-    (normalised to trace 1), a Cholesky factorisation of each gives ``F_k``, and the left-to-right sweep truncates
-    ``a F_k`` through its own Gram matrix; no QR factorisation of the cores is needed. Gram matrices square the
-    condition numbers, so singular values below about ``sqrt(eps)`` times the largest are not resolved. The bond
-    ranks equal those of the orthogonalising route (a bond larger than the modes to its right allow is reduced).
+    The best truncation at the bond before core ``k`` keeps the leading left singular vectors of ``a R_k`` (``a``:
+    the carried core ``k - 1``), which are those of ``a F_k`` for any such factor. A right-to-left sweep of matrix
+    products builds the Gram matrices (normalised to trace 1; the scale does not change singular vectors and keeps
+    long trains in range), and a Cholesky factorisation of each gives ``F_k``. No QR factorisation of the cores is
+    needed, but Gram matrices square the condition numbers: singular values below about ``sqrt(eps)`` times the
+    largest are not resolved. ``q_k = min(r_k, n_k q_{k+1})`` is the bond after a right-to-left orthogonalisation,
+    so the ranks equal those of the orthogonalising route. Entry 0 is ``None``.
     """
     cores = t.cores
     d = t.ndim
     dtype = t.dtype
     eps = jnp.finfo(dtype).eps
-    # Bond ranks after a right-to-left orthogonalisation, which bound what any rounding can keep.
     q = list(t.ranks)
     for k in range(d - 1, 0, -1):
         q[k] = min(q[k], t.dims[k] * q[k + 1])
@@ -315,7 +328,6 @@ def _round_gram(t: TT, max_rank: int | None) -> TT:
         r, n, r_next = c.shape
         tmp = jnp.matmul(c.reshape(r * n, r_next), gram, precision=_HIGHEST).reshape(r, n * r_next)
         gram = jnp.matmul(tmp, c.reshape(r, n * r_next).conj().T, precision=_HIGHEST)
-        # The scale does not change singular vectors; normalising keeps long trains in range.
         trace = jnp.real(jnp.trace(gram))
         gram = (gram + gram.conj().T) / (2 * jnp.where(trace > 0, trace, 1.0)).astype(dtype)
         if q[k] < r:
@@ -330,20 +342,7 @@ def _round_gram(t: TT, max_rank: int | None) -> TT:
             eye = jnp.eye(r, dtype=dtype)
             shifted = jnp.where(top > 0, gram + ((10 * r * eps) * top).astype(dtype) * eye, eye)
             factors[k] = jnp.linalg.cholesky(shifted)
-    out = []
-    carry = None
-    for k in range(d - 1):
-        c = cores[k] if carry is None else jnp.einsum("ab,bnc->anc", carry, cores[k], precision=_HIGHEST)
-        r, n, r_next = c.shape
-        a = c.reshape(r * n, r_next)
-        m = jnp.matmul(a, factors[k + 1], precision=_HIGHEST)
-        rank = min(m.shape) if max_rank is None else min(max_rank, min(m.shape))
-        u, _ = _linalg.left_svd(m, rank, SVDMethod.GRAM)
-        u = u[:, :rank]
-        carry = jnp.matmul(u.conj().T, a, precision=_HIGHEST)
-        out.append(u.reshape(r, n, rank))
-    out.append(jnp.einsum("ab,bnc->anc", carry, cores[-1], precision=_HIGHEST))
-    return TT(out)
+    return factors
 
 
 # ------------------------------------------------------------------------------------------------- linear algebra
