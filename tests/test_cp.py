@@ -390,6 +390,19 @@ class TestALS:
         if normalize:  # the same weights and unit columns
             np.testing.assert_allclose(fit.weights, w, rtol=1e-10)
 
+    @pytest.mark.parametrize("rank", [9, 17])
+    def test_matches_textbook_als_at_ranks_that_are_padded(self, rank):
+        # The MTTKRP passes pad the factors with zero columns to 16 (rank 9) and 32 (rank 17) columns.
+        rng = np.random.default_rng(5)
+        dims = (5, 6, 7)
+        x = rand_array(rng, dims, np.float64)
+        init = start(6, dims, rank)
+        w, factors = reference_als(x, [np.asarray(f) for f in init.factors], 2)
+        fit, info = run_als(x, rank, 2, init=init)
+        ref = dense_np(w, factors)
+        assert rel_err(cp.to_dense(fit), ref) < 1e-9
+        np.testing.assert_allclose(info.errors[-1], rel_err(ref, x), rtol=1e-9)
+
     def test_error_history_matches_dense_error(self):
         x = low_rank(7, DIMS, RANK, noise=0.05)
         init = start(8, DIMS, RANK)

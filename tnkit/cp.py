@@ -514,39 +514,53 @@ def _initial_factors(x, rank, init, key):
     return jnp.ones((rank,), dtype), factors
 
 
+def _padded_width(rank: int) -> int:
+    """Columns of the factor matrices in the MTTKRP passes: ``rank`` rounded up to 8, or above 8 to a multiple of
+    16. XLA's CPU products of a tall ``(prod(n) / n_k, n_k)`` matrix by an ``(n_k, R)`` one ran faster at these widths
+    than at nearby ones, extra zero columns included (``100^3`` float64, 2 cores: 0.25 ms at ``R = 8``, 0.39 ms at
+    ``R = 10``, 0.28 ms at ``R = 16``, 0.49 ms at ``R = 24``, 0.44 ms at ``R = 32``)."""
+    return 8 if rank <= 8 else -(-rank // 16) * 16
+
+
+def _pad_columns(m, width: int):
+    """``m`` with zero columns appended up to ``width`` columns."""
+    return jnp.pad(m, ((0, 0), (0, width - m.shape[1]))) if width > m.shape[1] else m
+
+
 def _contract_trailing(x, mats):
-    """``x`` contracted with ``mats[j]`` (shape ``(n, R)``) over its last ``len(mats)`` modes, sharing the column
-    index: result of shape ``(n_1, ..., n_{d-len(mats)}, R)``. The first step is one matrix product over all of
-    ``x``; the others act on tensors ``n_d`` times smaller and less."""
+    """``x`` contracted with ``mats[j]`` (shape ``(n, W)``) over its last ``len(mats)`` modes, sharing the column
+    index: result of shape ``(n_1, ..., n_{d-len(mats)}, W)``. The first step is one matrix product over all of
+    ``x`` (a pass over it); the others act on tensors ``n_d`` times smaller and less."""
     dims = x.shape
     d, m = x.ndim, x.ndim - len(mats)
-    rank = mats[-1].shape[1]
-    t = jnp.matmul(x.reshape(-1, dims[-1]), mats[-1], precision=_HIGHEST)  # (n_1 ... n_{d-1}, R)
+    width = mats[-1].shape[1]
+    t = jnp.matmul(x.reshape(-1, dims[-1]), mats[-1], precision=_HIGHEST)  # (n_1 ... n_{d-1}, W)
     for k in range(d - 2, m - 1, -1):
-        # An elementwise product and a sum: faster here than a dot batched over r (measured on CPU).
-        t = jnp.sum(t.reshape(-1, dims[k], rank) * mats[k - m][None, :, :], axis=1)
-    return t.reshape(dims[:m] + (rank,))
+        # An elementwise product and a sum: faster here than a dot batched over the columns (measured on CPU).
+        t = jnp.sum(t.reshape(-1, dims[k], width) * mats[k - m][None, :, :], axis=1)
+    return t.reshape(dims[:m] + (width,))
 
 
-def _contract_leading(x, mats):
-    """``x`` contracted with ``mats[j]`` over its first ``len(mats)`` modes: result ``(R, n_{m+1}, ..., n_d)``."""
-    dims = x.shape
-    m = len(mats)
-    rank = mats[0].shape[1]
-    t = jnp.einsum("ir,ib->rb", mats[0], x.reshape(dims[0], -1), precision=_HIGHEST)  # (R, n_2 ... n_d)
-    for k in range(1, m):
-        t = jnp.einsum("rkb,kr->rb", t.reshape(rank, dims[k], -1), mats[k], precision=_HIGHEST)
-    return t.reshape((rank,) + dims[m:])
+def _mttkrp_from_partial(t, modes, mats, mode):
+    """Contract a partial result ``t`` of shape ``(n_k for k in modes) + (W,)`` with ``mats[k]`` for every mode
+    ``k`` in ``modes`` except ``mode``: the MTTKRP of ``mode``, shape ``(n_mode, W)``. Each step is a broadcast
+    product and a sum, which XLA fuses into one loop (an einsum would transpose ``t`` into a dot batched over the
+    columns)."""
+    axes = list(modes)
+    for k in [k for k in modes if k != mode]:
+        i = axes.index(k)
+        shape = [1] * t.ndim
+        shape[i], shape[-1] = mats[k].shape
+        t = jnp.sum(t * mats[k].reshape(shape), axis=i)
+        axes.pop(i)
+    return t
 
 
-def _mttkrp_from_partial(t, labels, mats, mode, r_label):
-    """Contract a partial result ``t`` (axes ``labels``) with ``mats[k]`` for every mode ``k`` in ``labels`` except
-    ``mode``: the MTTKRP of ``mode``, shape ``(n_mode, R)``."""
-    operands = [t, labels]
-    for k in labels:
-        if k != r_label and k != mode:
-            operands += [mats[k], [k, r_label]]
-    return jnp.einsum(*operands, [mode, r_label], precision=_HIGHEST)
+def _moved(x):
+    """``x`` with its first ``d // 2`` axes moved to the end: the layout in which the second MTTKRP pass of a sweep
+    contracts trailing, contiguous axes (a product over the leading axes ran about 2x slower on the CPU)."""
+    m = x.ndim // 2
+    return jnp.transpose(x, tuple(range(m, x.ndim)) + tuple(range(m)))
 
 
 def _solve_normal_equations(h, m):
@@ -585,43 +599,46 @@ def _finish_update(f, normalize_columns):
     return jnp.ones((f.shape[1],), f.dtype), f
 
 
-def _sweep(x, factors, ridge, normalize_columns):
+def _sweep(x, x_moved, factors, ridge, normalize_columns):
     """One ALS sweep over all modes with a two-level dimension tree: two passes over ``x`` in all.
 
     Modes are split into a left half ``[0, m)`` and a right half ``[m, d)``, ``m = d // 2``. One pass contracts
     ``x`` with the (fixed) right-half factors, and the left-half MTTKRPs follow from that partial result; a second
-    pass contracts ``x`` with the freshly updated left-half factors for the right half.
+    pass contracts ``x_moved`` (``x`` with the left-half axes moved to the end, :func:`_moved`) with the freshly
+    updated left-half factors for the right half. The passes use the factors zero-padded to
+    :func:`_padded_width` columns.
 
     Returns ``(weights, factors, grams, m_last)``: the new CP, its Gram matrices and the MTTKRP of the last mode
     (for the error).
     """
     d = x.ndim
     rank = factors[0].shape[1]
+    width = _padded_width(rank)
     factors = list(factors)
     grams = _grams(factors)
-    conj = [f.conj() for f in factors]
+    conj = [_pad_columns(f.conj(), width) for f in factors]
     eye = jnp.eye(rank, dtype=x.dtype)
     m = d // 2
     w = m_last = None
-    for modes in (range(m), range(m, d)):
-        if modes.start == 0:
-            partial = _contract_trailing(x, conj[m:])  # (n_1, ..., n_m, R): x times the right-half factors
-            labels = [*modes, d]
-        else:
-            partial = _contract_leading(x, conj[:m])  # (R, n_{m+1}, ..., n_d): x times the new left-half factors
-            labels = [d, *modes]
+    for modes, partial in ((range(m), lambda: _contract_trailing(x, conj[m:])),
+                           (range(m, d), lambda: _contract_trailing(x_moved, conj[:m]))):
+        partial = partial()  # x times the other half's factors: (n_k for k in modes) + (W,)
         for n in modes:
-            m_last = _mttkrp_from_partial(partial, labels, conj, n, d)
+            m_last = _mttkrp_from_partial(partial, modes, conj, n)[:, :rank]
             h = _hadamard_all([g for k, g in enumerate(grams) if k != n], (rank, rank), x.dtype)
             w, factors[n] = _finish_update(_solve_normal_equations(h + ridge * eye, m_last), normalize_columns)
-            conj[n] = factors[n].conj()
-            grams[n] = jnp.matmul(conj[n].T, factors[n], precision=_HIGHEST)
+            conj[n] = _pad_columns(factors[n].conj(), width)
+            grams[n] = jnp.matmul(factors[n].conj().T, factors[n], precision=_HIGHEST)
     return w, factors, grams, m_last
 
 
-def _last_mttkrp(x, factors):
-    """The MTTKRP of the last mode (one pass over ``x``)."""
-    return _contract_leading(x, [f.conj() for f in factors[:-1]]).T
+def _last_mttkrp(x_moved, factors):
+    """The MTTKRP of the last mode (one pass over ``x``, through :func:`_moved`'s layout)."""
+    d, rank = len(factors), factors[0].shape[1]
+    m = d // 2
+    conj = [_pad_columns(f.conj(), _padded_width(rank)) for f in factors]
+    partial = _contract_trailing(x_moved, conj[:m])
+    return _mttkrp_from_partial(partial, range(m, d), conj, d - 1)[:, :rank]
 
 
 def als(
@@ -643,7 +660,8 @@ def als(
     its normal equations ``F (conj(H_k) + ridge I) = M_k``, where ``H_k = *_{j != k} A_j^H A_j`` (Hadamard product
     of ``R x R`` Gram matrices) and ``M_k = x_(k) conj(K_k)`` is the MTTKRP. The MTTKRPs are never computed from a
     Khatri-Rao product: a two-level dimension tree gets all ``d`` of them from two passes over ``x`` per sweep
-    (``4 R prod(n)`` flops), the small systems are solved through an eigendecomposition (a pseudo-inverse, finite
+    (``4 R prod(n)`` flops; the second pass reads a copy of ``x`` with its axes reordered, made once per call, so
+    ``als`` holds ``x`` twice in memory), the small systems are solved through an eigendecomposition (a pseudo-inverse, finite
     when they are singular), and the error comes from ``||x||^2``, the last MTTKRP and the Gram matrices.
     With ``normalize``, each updated factor's column norms move into the weights (as in Kolda and Bader's CP-ALS);
     without it the weights stay 1 and the factors carry the scale (as in TensorLy's default). The iterates define
@@ -701,12 +719,14 @@ def als(
     tol = jnp.asarray(tol, rdtype)
     ridge = jnp.asarray(ridge, rdtype)
 
+    x_moved = _moved(x)  # a second copy of x, in the layout of the second pass
+
     def relative(err_sq):
         return _linalg.safe_sqrt(err_sq) / denom
 
     def body(state):
         it, w, factors, errors, prev_err, _, power, fails, accepted = state
-        w_new, f_new, grams, m_last = _sweep(x, factors, ridge, normalize)
+        w_new, f_new, grams, m_last = _sweep(x, x_moved, factors, ridge, normalize)
         err = relative(_error_sq(norm_x_sq, w_new, grams, f_new[-1] * w_new[None, :], m_last))
         if ls is not None:
 
@@ -717,7 +737,7 @@ def als(
                 if normalize:
                     w_try, f_try = _normalize_parts(w_try, f_try)
                 err_try = relative(
-                    _error_sq(norm_x_sq, w_try, _grams(f_try), f_try[-1] * w_try[None, :], _last_mttkrp(x, f_try))
+                    _error_sq(norm_x_sq, w_try, _grams(f_try), f_try[-1] * w_try[None, :], _last_mttkrp(x_moved, f_try))
                 )
                 better = err_try < err  # False for NaN
                 pick = lambda a, b: jnp.where(better, a, b)  # noqa: E731
