@@ -17,6 +17,85 @@ def test_gram_reliability_rule():
     assert bool(_linalg.gram_is_reliable(s_steep, 64, 32768))  # no truncation: always exact
 
 
+def _hard_wide_matrices(dtype):
+    """Wide ``24 x 400`` matrices, several with small singular values that the Gram matrix alone cannot resolve."""
+    rng = np.random.default_rng(0)
+    m, n = 24, 400
+    complex_ = np.iscomplexobj(np.zeros((), dtype))
+
+    def orth(k):
+        g = rng.standard_normal((k, m)) + (1j * rng.standard_normal((k, m)) if complex_ else 0)
+        return np.linalg.qr(g)[0]
+
+    i, j = np.indices((m, n))
+    cases = {
+        "graded 1e0..1e-20": (orth(m) * np.logspace(0, -20, m)[None, :]) @ orth(n).conj().T,
+        "smooth function": 1.0 / (1.0 + i / m + j / n) ** 2,
+        "rank 5": rng.standard_normal((m, 5)) @ rng.standard_normal((5, n)),
+        "zero rows": np.vstack([rng.standard_normal((m // 2, n)), np.zeros((m - m // 2, n))]),
+    }
+    return {k: np.asarray(v, dtype) for k, v in cases.items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_preconditioned_gram_route_is_as_accurate_as_qr(dtype):
+    # AUTO's fallback must be backward stable like the QR route: singular values to O(eps) * s_1 and truncations
+    # whose error is the exact SVD tail up to O(eps) * ||a||, on spectra far below the Gram matrix's resolution.
+    eps = np.finfo(np.float64).eps
+    for name, a in _hard_wide_matrices(dtype).items():
+        lam, v = _linalg._gram_eigh(jnp.asarray(a))
+        u, s, ok = jax.jit(_linalg._preconditioned_gram_left_svd)(jnp.asarray(a), lam, v)
+        u_gram, _ = _linalg.left_svd(jnp.asarray(a), 24, SVDMethod.GRAM)
+        exact = np.linalg.svd(a, compute_uv=False)
+        assert bool(ok), name
+        np.testing.assert_allclose(s, exact, rtol=0, atol=50 * eps * exact[0], err_msg=name)
+        np.testing.assert_allclose(np.asarray(u).conj().T @ np.asarray(u), np.eye(24), atol=50 * eps)
+        gram_worst = 0.0
+        for k in (3, 8, 14, 18):
+            tail = np.sqrt(np.sum(exact[k:] ** 2))
+            for basis, bound in ((np.asarray(u), 20 * eps * exact[0]), (np.asarray(u_gram), np.inf)):
+                uk = basis[:, :k]
+                err = np.linalg.norm(a - uk @ (uk.conj().T @ a))
+                assert err <= tail + bound, (name, k, err, tail)
+            uk = np.asarray(u_gram)[:, :k]
+            gram_worst = max(gram_worst, np.linalg.norm(a - uk @ (uk.conj().T @ a)) - tail)
+        if name in ("graded 1e0..1e-20", "smooth function"):  # the cases need the second stage
+            assert gram_worst > 1e4 * eps * exact[0], name
+
+
+def test_preconditioned_gram_route_float32_and_zero():
+    a = _hard_wide_matrices(np.float32)["graded 1e0..1e-20"]
+    lam, v = _linalg._gram_eigh(jnp.asarray(a))
+    u, s, ok = _linalg._preconditioned_gram_left_svd(jnp.asarray(a), lam, v)
+    assert bool(ok) and u.dtype == jnp.float32 and s.dtype == jnp.float32
+    np.testing.assert_allclose(s, np.linalg.svd(a.astype(np.float64), compute_uv=False), atol=1e-5)
+    zero = jnp.zeros((4, 10))
+    u, s, ok = _linalg._preconditioned_gram_left_svd(zero, *_linalg._gram_eigh(zero))
+    assert bool(ok) and not np.any(s) and np.all(np.isfinite(u))
+
+
+def test_auto_fallback_takes_the_qr_route_when_a_cholesky_fails(monkeypatch):
+    a = jnp.asarray(_hard_wide_matrices(np.float64)["graded 1e0..1e-20"])
+    original = _linalg._preconditioned_gram_left_svd
+    traced = []
+
+    def failing(a, lam, v):
+        traced.append(a.shape)
+        u, s, _ = original(a, lam, v)
+        return jnp.full_like(u, jnp.nan), s, jnp.asarray(False)
+
+    monkeypatch.setattr(_linalg, "_preconditioned_gram_left_svd", failing)
+    # Rank 8 of 24 on this spectrum: the Gram route alone is unreliable, so AUTO falls back, alone and in a stack.
+    one = jax.jit(lambda a: _linalg.left_svd(a, 8))(a)
+    two = jax.jit(jax.vmap(lambda a: _linalg.left_svd(a, 8)))(jnp.stack([a, 2 * a]))
+    assert traced and set(traced) == {a.shape}  # the fallback was traced (unbatched, and inside vmap)
+    for (u, s), x in ((one, a), ((two[0][1], two[1][1]), 2 * a)):
+        u_qr, s_qr = _linalg._accurate_left_svd(x)
+        assert np.all(np.isfinite(u))
+        np.testing.assert_allclose(s, s_qr, rtol=1e-12, atol=1e-30)
+        np.testing.assert_allclose(np.abs(u[:, :8]), np.abs(u_qr[:, :8]), atol=1e-8)
+
+
 @pytest.mark.parametrize("shape", [(5, 12), (12, 5), (6, 6), (4, 20)])
 @pytest.mark.parametrize("method", list(SVDMethod))
 def test_left_svd_values(shape, method):

@@ -93,7 +93,9 @@ class TestFromDense:
         auto = tt.from_dense(x, max_rank=6)
         gram = tt.from_dense(x, max_rank=6, method=tt.SVDMethod.GRAM)
         accurate = tt.from_dense(x, max_rank=6, method=tt.SVDMethod.ACCURATE)
-        np.testing.assert_allclose(rel_err(tt.to_dense(auto), x), rel_err(tt.to_dense(accurate), x), rtol=1e-6)
+        # AUTO's fallback (the preconditioned Gram route) and ACCURATE (QR) agree to rounding: measured 9.985316e-13
+        # against 9.985265e-13, a difference of 5e-18 = 0.02 eps in units of ||x||.
+        np.testing.assert_allclose(rel_err(tt.to_dense(auto), x), rel_err(tt.to_dense(accurate), x), rtol=1e-4)
         assert rel_err(tt.to_dense(auto), x) < 1e-11
         assert rel_err(tt.to_dense(gram), x) > 100 * rel_err(tt.to_dense(auto), x)
 
@@ -211,13 +213,13 @@ class TestRoundAndOrthogonalize:
         # get the accuracy it gets alone, and the SVD route must not run at all for a stack that does not need it
         # (a batched lax.cond predicate would become a select that runs both routes for every element).
         runs = []
-        fallback = _linalg._accurate_left_svd_stack
+        fallback = _linalg._fallback_left_svd_stack
 
-        def counted(a):
+        def counted(*args):
             jax.debug.callback(lambda: runs.append(1))
-            return fallback(a)
+            return fallback(*args)
 
-        monkeypatch.setattr(_linalg, "_accurate_left_svd_stack", counted)
+        monkeypatch.setattr(_linalg, "_fallback_left_svd_stack", counted)
         x, a = nearly_exact_sum()
         b, c = (TT([jax.random.normal(jax.random.key(s + k), core.shape, core.dtype) for k, core in enumerate(a.cores)])
                 for s in (10, 20))
