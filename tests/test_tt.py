@@ -194,6 +194,57 @@ class TestRoundAndOrthogonalize:
                 m = core.reshape(-1, core.shape[2])
                 np.testing.assert_allclose(m.conj().T @ m, np.eye(m.shape[1]), atol=1e-7)
 
+    def test_round_auto_keeps_the_gram_route_only_where_certified(self, monkeypatch):
+        # AUTO rounds through the right Gram matrices (no QR sweep) and keeps that result where every truncation is
+        # certified as good as an SVD's; otherwise it orthogonalises. The QR sweep is traced either way (lax.cond),
+        # so count its runs.
+        runs = []
+        original = tt.orthogonalize
+
+        def counted(t, center):
+            jax.debug.callback(lambda: runs.append(1))
+            return original(t, center)
+
+        monkeypatch.setattr(tt, "orthogonalize", counted)
+        a, b = rand_tt(1, (4,) * 8, 6), rand_tt(2, (4,) * 8, 6)
+        rnd = jax.jit(functools.partial(tt.round, max_rank=5))
+        auto = rnd(tt.add(a, b))
+        jax.block_until_ready(auto)
+        assert not runs  # certified: no QR sweep
+        accurate = tt.round(tt.add(a, b), max_rank=5, method=tt.SVDMethod.ACCURATE)
+        x = tt.to_dense(tt.add(a, b))
+        np.testing.assert_allclose(rel_err(tt.to_dense(auto), x), rel_err(tt.to_dense(accurate), x), rtol=1e-4)
+        _, exact = nearly_exact_sum()
+        jax.block_until_ready(jax.jit(functools.partial(tt.round, max_rank=6))(tt.add(exact, exact)))
+        assert runs  # not certified: the kept singular values go below what the Gram matrices resolve
+
+    def test_gram_round_certificate(self):
+        # The certificate of the Gram route: True where the discarded tail is far above the rounding noise of the
+        # Gram matrices, False for nearly exact roundings and for t + t to its own rank (nothing discarded); where
+        # it is True the result is as accurate as ACCURATE's.
+        @functools.partial(jax.jit, static_argnums=1)
+        def certified(t, max_rank):
+            factors, noise = tt._right_gram_factors(t)
+            cores, ok = tt._truncation_sweep(list(t.cores), max_rank, None, tt.SVDMethod.GRAM, factors, noise)
+            return ok, TT(cores)
+
+        c = rand_tt(5, (4,) * 10, 8)
+        _, exact = nearly_exact_sum()
+        for t, max_rank, expected in [
+            (tt.add(c, rand_tt(6, (4,) * 10, 8)), 8, True),
+            (tt.add(c, c), 4, True),
+            (tt.add(c, c), 8, False),
+            (tt.add(exact, exact), 6, False),
+            (rand_tt(7, (4,) * 10, 8, jnp.complex128), 4, True),
+        ]:
+            ok, r = certified(t, max_rank)
+            ok = bool(ok)
+            assert ok == expected, (t.ranks, max_rank)
+            if ok:
+                ref = tt.round(t, max_rank=max_rank, method=tt.SVDMethod.ACCURATE)
+                x = tt.to_dense(t)
+                np.testing.assert_allclose(rel_err(tt.to_dense(r), x), rel_err(tt.to_dense(ref), x), rtol=1e-4)
+
     def test_round_nearly_exact_keeps_float64_accuracy(self):
         # See nearly_exact_sum: the Gram route alone loses the small kept singular values (error ~4e-10); the
         # default must notice and take the SVD.

@@ -47,7 +47,8 @@ class SVDMethod(enum.Enum):
         whole batch, the Gram result kept where it was reliable). On data whose discarded singular values lie
         below the Gram matrix's rounding noise (smooth functions sampled on a grid, truncated far down their
         spectrum) every step falls back, and AUTO then takes about as long as ACCURATE (``benchmarks/README.md``,
-        the ``smooth`` rows of TT-SVD and TR-SVD).
+        the ``smooth`` rows of TT-SVD and TR-SVD). In :func:`tnkit.tt.round` (with ``max_rank``) AUTO also
+        skips the QR orthogonalisation where a certificate proves GRAM's rounding as good (see there).
       GRAM: always the Gram matrix. Squares the condition number: accurate only for singular values above about
         ``sqrt(eps) * s_1``. In :func:`tnkit.tt.round` (with ``max_rank``) it also replaces the QR
         orthogonalisation by Gram matrices of the right parts, the fastest rounding where that accuracy suffices.
@@ -171,13 +172,44 @@ def gram_is_reliable(s, rank: int, n: int):
     m = s.shape[0]
     if rank >= m:
         return jnp.asarray(True)
-    lam = s * s
     eps = jnp.finfo(s.dtype).eps
-    noise = (n**0.5 + m) * eps * lam[0]
+    return gram_is_reliable_given_noise(s, rank, (n**0.5 + m) * eps * s[0] * s[0])
+
+
+def gram_is_reliable_given_noise(s, rank: int, noise):
+    """:func:`gram_is_reliable` for a Gram matrix known only to within ``noise`` (a bound on the 2-norm of its
+    error, in the units of ``s**2``), for example one assembled from other Gram matrices."""
+    m = s.shape[0]
+    if rank >= m:
+        return jnp.asarray(True)
+    lam = s * s
     tail = jnp.sum(lam[rank:])
     gap = lam[rank - 1] - lam[rank]
     extra = jnp.minimum(2 * rank * noise, noise * noise / jnp.maximum(gap, jnp.finfo(s.dtype).tiny))
     return (tail >= 2 * (m - rank) * noise) & (extra <= 1e-4 * tail)
+
+
+@jax.custom_batching.custom_vmap
+def all_over_batch(flag):
+    """``flag`` (a boolean scalar) itself; under ``jax.vmap``, one unbatched ``jnp.all`` of it over the batch (any
+    number of nested ``vmap`` axes).
+
+    For a ``lax.cond`` whose predicate is computed per element but must stay one decision for a batch: with a
+    batched predicate ``vmap`` turns the cond into a select that runs both branches for every element.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from tnkit._linalg import all_over_batch
+      >>> jax.vmap(lambda x: all_over_batch(x > 0) * x)(jnp.array([1.0, 2.0, -3.0])).tolist()
+      [0.0, 0.0, -0.0]
+    """
+    return flag
+
+
+@all_over_batch.def_vmap
+def _all_over_batch_rule(axis_size, in_batched, flag):
+    (batched,) = in_batched
+    return all_over_batch(jnp.all(flag) if batched else flag), False
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -230,24 +231,32 @@ def round(  # noqa: A001
 ) -> TT:
     """Re-compress ``t`` to lower ranks (TT-rounding).
 
-    Right-to-left orthogonalisation followed by a left-to-right sweep of truncated SVDs. Ranks never increase.
+    A left-to-right sweep of truncations, each seeing the rest of the train through an orthonormal basis (after a
+    right-to-left QR orthogonalisation) or through a factor of its Gram matrix (see ``method``). Ranks never
+    increase.
 
     Args:
       t: a TT.
       max_rank: largest bond dimension kept. jit-compatible.
       rtol: relative error bound ``||to_dense(t) - to_dense(result)|| <= rtol * ||t||``, split evenly over the
         ``d - 1`` truncations. Forces eager execution.
-      method: how each truncation is factored (a :class:`tnkit.tt.SVDMethod`). The default, ``AUTO``, factors the
-        Gram matrix of the ``(r_{k-1} n_k, r_k)`` unfolding where that truncation is provably as good as an SVD's
-        (within 0.01% in error) and takes an SVD elsewhere, for example where the rounding is nearly exact, as
-        for ``t + t``. ``ACCURATE`` always takes the SVD. Under ``jax.vmap`` the choice is made once per
-        truncation for the whole batch: the SVD runs only when some TT of the batch needs it (rounding 8 stacked
-        TTs, d = 16, rank 32 to 8: 27.6 ms with AUTO, 36.3 ms with ACCURATE). ``GRAM`` (with ``max_rank`` or
-        nothing; with ``rtol`` it truncates like AUTO without the fallback) skips the QR orthogonalisation as well:
-        it builds the Gram matrices of the right parts with matrix products and truncates through them, which
-        squares condition numbers, so singular values below about ``sqrt(eps)`` times the largest are not
-        resolved; where that is acceptable it is the fastest route (``benchmarks/README.md``, ``tt_round``: the
-        benchmark's sum of two d = 32, rank-32 TTs to rank 16 in 13.1 ms against 33.3 ms with AUTO).
+      method: how the truncations are computed (a :class:`tnkit.tt.SVDMethod`).
+
+        * ``GRAM`` (with ``max_rank`` or nothing; with ``rtol`` it truncates like AUTO without the fallback) skips
+          the QR orthogonalisation: it builds the Gram matrices of the right parts with matrix products and
+          truncates through them, which squares condition numbers, so singular values below about ``sqrt(eps)``
+          times the largest are not resolved.
+        * ``AUTO`` (the default), with ``max_rank`` or nothing, computes the GRAM result together with a
+          certificate: bounds on the rounding errors of the Gram matrices, carried along the sweep as positive
+          semi-definite matrices, and at each truncation the test of
+          :func:`tnkit._linalg.gram_is_reliable_given_noise` (the truncation provably within 0.01% of an SVD's
+          in error). If every truncation passes it returns that result; otherwise (for example where the rounding
+          is nearly exact, as for ``t + t`` to its own ranks) it orthogonalises with QR and truncates with Gram
+          matrices where reliable and SVDs elsewhere, which it also does with ``rtol``. Under ``jax.vmap`` the
+          choice is made once for the whole batch. Timings on the ``tt_round`` benchmark (a sum of two d = 32,
+          rank-32 TTs to rank 16, float64, 2-core CPU): GRAM 13.9 ms, AUTO 17.3 ms (certified), ACCURATE 38.5 ms;
+          where the certificate fails AUTO pays for both routes.
+        * ``ACCURATE`` orthogonalises and always takes the SVD.
 
     Example:
       >>> import jax
@@ -262,9 +271,20 @@ def round(  # noqa: A001
     d = t.ndim
     if d == 1:
         return t
-    if method is SVDMethod.GRAM and rtol is None:
+    if rtol is None and method is not SVDMethod.ACCURATE:
         # No orthogonalisation: each truncation sees the right part through a factor of its Gram matrix.
-        return TT(_truncation_sweep(list(t.cores), max_rank, None, method, _right_gram_factors(t)))
+        factors, noise = _right_gram_factors(t)
+        gram_cores, certified = _truncation_sweep(list(t.cores), max_rank, None, SVDMethod.GRAM, factors, noise)
+        if method is SVDMethod.GRAM:
+            return TT(gram_cores)
+        # AUTO: keep that result where every truncation is certified as good as an SVD's, else orthogonalise.
+        return TT(
+            lax.cond(
+                _linalg.all_over_batch(certified),
+                lambda: gram_cores,
+                lambda: _truncation_sweep(list(orthogonalize(t, 0).cores), max_rank, None, method)[0],
+            )
+        )
     if rtol is not None:
         for c in t.cores:
             _require_concrete(c, "round")
@@ -273,17 +293,23 @@ def round(  # noqa: A001
     if rtol is not None:
         nrm = float(_concrete(jnp.linalg.norm(cores[0])))
         abs_tol = float(rtol) * nrm / math.sqrt(d - 1)
-    return TT(_truncation_sweep(cores, max_rank, abs_tol, method))
+    return TT(_truncation_sweep(cores, max_rank, abs_tol, method)[0])
 
 
-def _truncation_sweep(cores, max_rank, abs_tol, method, right_factors=None):
-    """The left-to-right truncation sweep of :func:`round` (updates and returns ``cores``).
+def _truncation_sweep(cores, max_rank, abs_tol, method, right_factors=None, right_noise=None):
+    """The left-to-right truncation sweep of :func:`round`: returns ``(cores, certified)`` (``cores`` updated).
 
     Without ``right_factors`` the cores right of each bond must be right-orthonormal (after ``orthogonalize(t,
     0)``), so the truncation of core ``k`` alone is the truncation of the whole unfolding. With them,
     ``right_factors[k + 1]`` is an ``(r_{k+1}, q)`` matrix ``F`` with ``F F^H`` proportional to the Gram matrix of
     the cores ``k + 1...`` (see :func:`_right_gram_factors`): the singular vectors are taken from ``a F`` instead.
+    With ``right_noise`` (the bounds of :func:`_right_gram_factors`), ``certified`` says whether every truncation
+    passed :func:`tnkit._linalg.gram_is_reliable_given_noise` with the error of ``(a F)(a F)^H`` bounded by
+    ``||a N a^H||_2 + c eps ||a F||_F^2`` (``N = noise[k + 1]``, the error of ``F F^H`` seen through ``a``, plus the
+    rounding of ``a F``, of its Gram matrix and of ``eigh``: ``c = m + r_{k+1} + q + 2``); otherwise it is
+    ``True``.
     """
+    checks = {}  # bonds grouped by shapes, checked together after the sweep (fewer, larger operations)
     for k in range(len(cores) - 1):
         r, n, r_next = cores[k].shape
         a = cores[k].reshape(r * n, r_next)
@@ -291,20 +317,52 @@ def _truncation_sweep(cores, max_rank, abs_tol, method, right_factors=None):
         k_max = min(f.shape)
         if abs_tol is None:
             rank = k_max if max_rank is None else min(max_rank, k_max)
-            u, _ = _linalg.left_svd(f, rank, method)
+            u, s = _linalg.left_svd(f, rank, method)
+            if right_noise is not None:
+                checks.setdefault((a.shape, f.shape[1], s.shape, rank), []).append((a, right_noise[k + 1], s, f))
         else:
             u, rank = _left_svd_with_tolerance(f, max_rank, abs_tol, method)
         u = u[:, :rank]
         b = jnp.matmul(u.conj().T, a, precision=_HIGHEST)
         cores[k] = u.reshape(r, n, rank)
         cores[k + 1] = jnp.einsum("ab,bnc->anc", b, cores[k + 1], precision=_HIGHEST)
-    return cores
+    certified = jnp.asarray(True)
+    for (_, q, _, rank), group in checks.items():
+        stacked = [jnp.stack(x) for x in zip(*group)]
+        ok = jax.vmap(functools.partial(_gram_truncation_certified, rank=rank, q=q))(*stacked)
+        certified = certified & jnp.all(ok)
+    return cores, certified
 
 
-def _right_gram_factors(t: TT) -> list:
+def _gram_truncation_certified(a, noise, s, f, *, rank, q):
+    """The test of :func:`_truncation_sweep` for one bond: ``f = a F`` with singular values ``s``, ``F F^H`` known to
+    within the positive semi-definite ``noise``."""
+    m, r_next = a.shape
+    eps = jnp.finfo(s.dtype).eps
+    seen = _psd_norm_bound(jnp.matmul(jnp.matmul(a, noise, precision=_HIGHEST), a.conj().T, precision=_HIGHEST))
+    rounding = (m + r_next + q + 2) * eps * jnp.sum(jnp.abs(f) ** 2)
+    return _linalg.gram_is_reliable_given_noise(s, rank, seen + rounding)
+
+
+def _psd_norm_bound(p, squarings: int = 0):
+    """An upper bound on the 2-norm of a Hermitian ``(m, m)`` matrix ``p`` from ``squarings`` normalised
+    squarings, ``||p||_2 <= ||p^(2^j)||_F^(2^-j)``: at most ``m^(2^-squarings)`` times too large (``2.0`` for
+    ``m = 64`` and 2 squarings; on the spectra met in rounding, within a few percent), against ``m`` for the
+    trace. Small products, much cheaper than an eigensolver on a CPU."""
+    bound = jnp.ones((), jnp.finfo(p.dtype).dtype)
+    for j in range(squarings + 1):
+        nrm = jnp.linalg.norm(p)
+        bound = bound * nrm ** (0.5**j)
+        if j < squarings:
+            p = p / jnp.where(nrm > 0, nrm, 1.0).astype(p.dtype)
+            p = jnp.matmul(p, p, precision=_HIGHEST)
+    return bound * (1 + 1e-6)  # margin for the rounding of the squarings
+
+
+def _right_gram_factors(t: TT) -> tuple[list, list]:
     """Factors ``F_k`` (``k = 1 .. d-1``, shape ``(r_k, q_k)``) with ``F_k F_k^H`` proportional to ``R_k R_k^H``,
     ``R_k`` the cores ``k...`` of ``t`` as an ``(r_k, n_k ... n_d)`` matrix: what ``round(method=GRAM)`` truncates
-    through instead of orthogonalising ``t``.
+    through instead of orthogonalising ``t``; and bounds on their errors.
 
     The best truncation at the bond before core ``k`` keeps the leading left singular vectors of ``a R_k`` (``a``:
     the carried core ``k - 1``), which are those of ``a F_k`` for any such factor. A right-to-left sweep of matrix
@@ -313,6 +371,17 @@ def _right_gram_factors(t: TT) -> list:
     needed, but Gram matrices square the condition numbers: singular values below about ``sqrt(eps)`` times the
     largest are not resolved. ``q_k = min(r_k, n_k q_{k+1})`` is the bond after a right-to-left orthogonalisation,
     so the ranks equal those of the orthogonalising route. Entry 0 is ``None``.
+
+    Returns ``(factors, noise)``: ``noise[k]`` is a positive semi-definite ``(r_k, r_k)`` matrix ``N`` that bounds
+    the error of ``F_k F_k^H`` against ``H_k``, the exact Gram matrix of ``R_k`` in the same normalisation, in the
+    Loewner order (``-N <= F_k F_k^H - H_k <= N``, to first order in ``eps``). It is carried along the sweep as
+    errors propagate: a step ``H_k = sum_n G_n H_{k+1} G_n^H`` (``G_n`` the slices of core ``k``) maps an error
+    bounded by ``N`` to one bounded by ``sum_n G_n N G_n^H`` and adds the rounding of its two products, at most
+    ``gamma ||core||_F^2 ||H_{k+1}||_F`` in 2-norm (``gamma = (n r_{k+1} + r_{k+1} + 2) eps``), as a multiple of
+    the identity; the factor adds its Cholesky shift or the eigenvalues it drops. Tracking the matrix instead of a
+    norm keeps the bound from growing geometrically along the train (a norm bound grew by about 3x per core on
+    random TTs, where errors of the small directions of a Gram matrix are amplified relative to its trace but stay
+    small next to its large ones). ``inf`` entries for a zero right part.
     """
     cores = t.cores
     d = t.ndim
@@ -322,18 +391,30 @@ def _right_gram_factors(t: TT) -> list:
     for k in range(d - 1, 0, -1):
         q[k] = min(q[k], t.dims[k] * q[k + 1])
     factors = [None] * d
+    noise = [None] * d
     gram = jnp.ones((1, 1), dtype)
+    err = jnp.zeros((1, 1), dtype)  # the error bound of gram (a PSD matrix)
+
+    def congruence(c, x):  # sum_n G_n x G_n^H
+        r, n, r_next = c.shape
+        tmp = jnp.matmul(c.reshape(r * n, r_next), x, precision=_HIGHEST).reshape(r, n * r_next)
+        return jnp.matmul(tmp, c.reshape(r, n * r_next).conj().T, precision=_HIGHEST)
+
     for k in range(d - 1, 0, -1):
         c = cores[k]
         r, n, r_next = c.shape
-        tmp = jnp.matmul(c.reshape(r * n, r_next), gram, precision=_HIGHEST).reshape(r, n * r_next)
-        gram = jnp.matmul(tmp, c.reshape(r, n * r_next).conj().T, precision=_HIGHEST)
+        rounding = (n * r_next + r_next + 2) * eps * jnp.sum(jnp.abs(c) ** 2) * jnp.linalg.norm(gram)
+        gram = congruence(c, gram)
+        err = congruence(c, err) + rounding.astype(dtype) * jnp.eye(r, dtype=dtype)
         trace = jnp.real(jnp.trace(gram))
-        gram = (gram + gram.conj().T) / (2 * jnp.where(trace > 0, trace, 1.0)).astype(dtype)
+        scale = jnp.where(trace > 0, trace, 1.0)
+        gram = (gram + gram.conj().T) / (2 * scale).astype(dtype)
+        err = jnp.where(trace > 0, err / scale.astype(dtype), jnp.inf)
         if q[k] < r:
             # Rank-deficient by shape (a bond larger than the modes to its right): keep q[k] eigenvectors.
             u, s = _linalg.left_svd(gram, q[k], SVDMethod.ACCURATE)
             factors[k] = u[:, : q[k]] * _linalg.safe_sqrt(s[: q[k]]).astype(dtype)[None, :]
+            noise[k] = err + (s[q[k]] + 2 * r * eps).astype(dtype) * jnp.eye(r, dtype=dtype)
         else:
             # A shift of a few ulps of the largest diagonal entry keeps Cholesky defined where the Gram matrix is
             # singular to working precision (as for t + t); it perturbs it no more than its rounding errors do.
@@ -342,7 +423,8 @@ def _right_gram_factors(t: TT) -> list:
             eye = jnp.eye(r, dtype=dtype)
             shifted = jnp.where(top > 0, gram + ((10 * r * eps) * top).astype(dtype) * eye, eye)
             factors[k] = jnp.linalg.cholesky(shifted)
-    return factors
+            noise[k] = err + ((10 * r * eps) * top + 2 * r * eps).astype(dtype) * jnp.eye(r, dtype=dtype)
+    return factors, noise
 
 
 # ------------------------------------------------------------------------------------------------- linear algebra
