@@ -213,3 +213,18 @@ def test_norm_of_a_non_finite_tensor_is_nan_not_zero(fmt):
     x, norm = make[fmt]()
     assert np.isfinite(float(norm(x))) and float(norm(x)) > 0
     assert np.isnan(float(norm(_nan_in_first_leaf(x)))), f"tnkit.{fmt}.norm hid a NaN"
+
+
+def test_all_over_batch_keeps_one_cond_for_a_batch():
+    from jax import lax
+
+    def f(x):
+        return lax.cond(_linalg.all_over_batch(x > 0), lambda: 2 * x, lambda: 3 * x)
+
+    assert float(f(jnp.asarray(1.0))) == 2.0 and float(f(jnp.asarray(-1.0))) == -3.0
+    np.testing.assert_array_equal(jax.vmap(f)(jnp.array([1.0, 2.0])), [2.0, 4.0])
+    np.testing.assert_array_equal(jax.vmap(f)(jnp.array([1.0, -2.0])), [3.0, -6.0])  # one decision for the batch
+    np.testing.assert_array_equal(jax.vmap(jax.vmap(f))(jnp.array([[1.0, 2.0], [3.0, -4.0]])), [[3, 6], [9, -12]])
+    jaxpr = str(jax.make_jaxpr(jax.vmap(f))(jnp.array([1.0, 2.0])))
+    assert "cond[" in jaxpr and "select_n" not in jaxpr  # still a cond, not a select of both branches
+    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(jax.vmap(f)(x)))(jnp.array([1.0, 2.0])), [2.0, 2.0])
