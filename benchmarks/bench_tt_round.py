@@ -1,11 +1,12 @@
 """Round the sum of two TTs (d=32, n=4, rank 32 each, float64) to rank 16: tnkit vs quimb.
 
-* tnkit: ``jax.jit(lambda a, b: tt.round(tt.add(a, b), max_rank=16))``: right-to-left orthogonalisation (QR)
-  followed by a left-to-right sweep of truncations, each from the Gram matrix of the unfolding where that is as
-  accurate as an SVD (the default ``method=SVDMethod.AUTO``), else an SVD. A second row forces
-  ``method=SVDMethod.ACCURATE`` (an SVD at every step) to show what the default saves, and a third
-  ``method=SVDMethod.GRAM`` (no QR sweep: truncations through Gram matrices of the right parts, accurate to about
-  ``sqrt(eps)`` relative; opt-in, no target) to show what the fastest route costs.
+* tnkit: ``jax.jit(lambda a, b: tt.round(tt.add(a, b), max_rank=16))`` (the default ``method=SVDMethod.AUTO``):
+  the QR-free rounding of ``method=GRAM`` (truncations through Gram matrices of the right parts) with a certificate
+  that every truncation is as good as an SVD's (since 2026-11-25); where the certificate fails, a right-to-left QR
+  orthogonalisation followed by a left-to-right sweep of truncations, each from the Gram matrix of the unfolding
+  where that is as accurate as an SVD, else an SVD. A second row forces ``method=SVDMethod.ACCURATE`` (QR sweep,
+  an SVD at every step), and a third ``method=SVDMethod.GRAM`` (the QR-free route without the certificate,
+  accurate to about ``sqrt(eps)`` relative; opt-in, no target).
 * quimb: ``(psi_a + psi_b).compress(max_bond=16, cutoff=0.0)`` on ``MatrixProductState`` objects holding the same
   cores: quimb's standard SVD-based ("direct") compression, ``form="right"``: a left-canonicalising QR sweep followed
   by a right-to-left sweep of truncated SVDs. ``cutoff=0.0`` disables singular-value cutoffs, so only ``max_bond``
@@ -24,8 +25,8 @@ cores converted to a tnkit TT); quimb's own ``(s - c).norm()`` is reported as a 
 
 Batched rows (context, no target): ``BATCH`` pairs (keys ``2 s`` / ``2 s + 1``, ``s = 0 .. BATCH - 1``) stacked and
 rounded by one ``jax.jit(jax.vmap(...))`` call, against quimb's compression in a Python loop over the pairs.
-Under ``vmap`` the default method makes one decision per truncation for the whole batch (an SVD only if some
-pair needs it). The error column then holds the largest error over the batch, and the error ratio the largest
+Under ``vmap`` the default method makes one decision for the whole batch (the QR route only if some pair fails
+the certificate, and then one decision per truncation: an SVD only if some pair needs it). The error column then holds the largest error over the batch, and the error ratio the largest
 pairwise ratio.
 
 Target (default method): tnkit <= 0.5 x quimb's median time, at an error not larger than quimb's. The two sweep in opposite
@@ -204,10 +205,12 @@ def main(argv=None) -> list[dict]:
         ("others_cpu", "others' CPU share", ".2f"),
     ]
     notes = [
-        "Targets apply to the default (AUTO) rows of single pairs; the ACCURATE rows force an SVD at every "
-        "truncation (the method before 2026-11-24); the GRAM rows skip the QR sweep and truncate through Gram "
-        "matrices (opt-in: accurate to about sqrt(eps) relative, no accuracy fallback). The `vmap` rows round a "
-        "stack of pairs in one call against quimb in a loop (context, no target).",
+        "Targets apply to the default (AUTO) rows of single pairs. AUTO takes the GRAM route where a certificate "
+        "proves it as good as an SVD's and the QR route otherwise (since 2026-11-25; under `vmap` one decision for "
+        "the batch); the ACCURATE rows force a QR sweep and an SVD at every truncation (the method before "
+        "2026-11-24); the GRAM rows skip the QR sweep and truncate through Gram matrices (opt-in: accurate to "
+        "about sqrt(eps) relative, no certificate). The `vmap` rows round a stack of pairs in one call against "
+        "quimb in a loop (context, no target).",
         f"tnkit compile (lower+compile) {comp['lower_compile_s']:.2f} s, cold first call {comp['first_call_s']:.2f} s "
         "(not in the times above).",
         f"Median of {repeats} interleaved samples ({warmup} warm-up rounds), one process. `others' CPU share`: "
