@@ -620,9 +620,12 @@ def _sweep(x, x_moved, factors, ridge, normalize_columns):
     eye = jnp.eye(rank, dtype=x.dtype)
     m = d // 2
     w = m_last = None
-    for modes, partial in ((range(m), lambda: _contract_trailing(x, conj[m:])),
-                           (range(m, d), lambda: _contract_trailing(x_moved, conj[:m]))):
-        partial = partial()  # x times the other half's factors: (n_k for k in modes) + (W,)
+    for modes in (range(m), range(m, d)):
+        # x times the other half's factors (the left half's are the ones just updated): (n_k for k in modes) + (W,)
+        if modes.start == 0:
+            partial = _contract_trailing(x, conj[m:])
+        else:
+            partial = _contract_trailing(x_moved, conj[:m])
         for n in modes:
             m_last = _mttkrp_from_partial(partial, modes, conj, n)[:, :rank]
             h = _hadamard_all([g for k, g in enumerate(grams) if k != n], (rank, rank), x.dtype)
